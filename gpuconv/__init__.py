@@ -1,0 +1,11 @@
+"""gpuconv: tf.nn.conv2d without a framework. NumPy on any host, hand-written CUDA kernels on NVIDIA GPUs."""
+from .api import conv2d
+from .backends import algorithms, available_backends
+from .config import set_workspace, settings
+from .problem import ConvProblem, parse_problem
+from .reference import conv2d_reference
+
+__version__ = "0.1.0"
+
+__all__ = ["conv2d", "algorithms", "available_backends", "set_workspace", "settings", "ConvProblem",
+           "parse_problem", "conv2d_reference", "__version__"]

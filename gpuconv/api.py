@@ -1,0 +1,79 @@
+"""gpuconv.conv2d: tf.nn.conv2d semantics on any backend."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import config
+from .backends import available_backends, get_backend
+from .problem import parse_problem
+
+
+def _is_cupy(a) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def _as_array(name: str, a):
+    if isinstance(a, np.ndarray) or _is_cupy(a):
+        return a
+    try:
+        return np.asarray(a)
+    except Exception as e:
+        raise TypeError(f"{name} of type {type(a).__name__} is not allowed: expected a NumPy or CuPy array "
+                        f"(or a nested list of floats)") from e
+
+
+def _resolve_backend(backend, x, p):
+    if not isinstance(backend, str):
+        raise TypeError(f"backend={backend!r} is not allowed: expected a backend name string")
+    reasons = available_backends()
+    if backend == "auto":
+        if _is_cupy(x):
+            if reasons["cupy"] is not None:
+                raise ValueError(f"input is a CuPy array but the cupy backend is not usable: {reasons['cupy']}")
+            return get_backend("cupy")
+        if reasons["cupy"] is None and p.flops >= config.settings.cuda_min_flops_for_numpy_inputs:
+            return get_backend("cupy")
+        return get_backend("numpy")
+    if backend not in reasons:
+        raise ValueError(f"backend={backend!r} is not allowed: expected 'auto' or one of {sorted(reasons)}")
+    if reasons[backend] is not None:
+        raise ValueError(f"backend={backend!r} is not usable on this host: {reasons[backend]}")
+    return get_backend(backend)
+
+
+def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=None, *,
+           backend="auto", algorithm="auto"):
+    """2-D convolution with the semantics of tf.nn.conv2d.
+
+    input: [*batch, H, W, C] (NHWC) or [*batch, C, H, W] (NCHW); any leading batch shape.
+    filters: [KH, KW, C / G, K] (HWIO); C a multiple G of the filters' in-channels means G groups.
+    strides, dilations: int or list of 1, 2 or 4 ints. padding: "VALID", "SAME" or explicit pairs.
+    backend: "auto", "numpy", "cupy" or "emulator"; algorithm: "auto" or one of
+    gpuconv.algorithms(backend). Returns the array type of `input`, in its dtype and layout.
+    """
+    x = _as_array("input", input)
+    w = _as_array("filters", filters)
+    p, batch_shape = parse_problem(x.shape, x.dtype, w.shape, w.dtype, strides, padding, data_format, dilations)
+    be = _resolve_backend(backend, x, p)
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or one of "
+                        f"{sorted(be.algorithms())}")
+    if algorithm != "auto":
+        algos = be.algorithms()
+        if algorithm not in algos:
+            raise ValueError(f"algorithm={algorithm!r} is not allowed for backend {be.name!r}: expected 'auto' "
+                             f"or one of {sorted(algos)}")
+        why = algos[algorithm].why_not(p)
+        if why is not None:
+            raise ValueError(f"algorithm={algorithm!r} cannot run this problem ({p.describe()}): {why}")
+    if be.name != "cupy":
+        x, w = (a.get() if _is_cupy(a) else a for a in (x, w))
+    x4 = x.reshape((p.N,) + tuple(x.shape[-3:]))
+    y = be.run(p, x4, w, algorithm)
+    y = y.reshape(tuple(batch_shape) + tuple(y.shape[1:]))
+    if _is_cupy(x) and not _is_cupy(y):
+        import cupy
+        return cupy.asarray(y)
+    if not _is_cupy(x) and _is_cupy(y):
+        return y.get()
+    return y

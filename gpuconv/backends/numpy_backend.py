@@ -1,0 +1,186 @@
+"""The NumPy backend: convolution as BLAS GEMMs over bounded chunks, on any host.
+
+Algorithms
+    pointwise  1x1 filter, stride 1, no padding: the input already is the GEMM's A matrix.
+    gemm       im2col of one block of output pixels at a time into a workspace, then one batched
+               GEMM over groups (numpy.matmul, BLAS). Any problem.
+    depthwise  one input channel per group: multiply-adds of shifted input views, vectorised over
+               channels, no GEMM (a GEMM with a reduction of KH*KW is mostly overhead).
+    winograd   3x3 stride-1 undilated (see winograd.py), when present.
+
+Half types are widened to float32 chunk by chunk and the result rounded once; float64 stays float64.
+Extra memory stays within config.settings.numpy_workspace_bytes beyond input and output.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .. import config
+from ..chunks import output_blocks, valid_range
+from ..dtypes import accumulator
+from ..problem import ConvProblem
+from .base import Algorithm, Backend, pick_first
+
+
+def nhwc_view(a: np.ndarray, layout: str) -> np.ndarray:
+    return a if layout == "NHWC" else a.transpose(0, 2, 3, 1)
+
+
+def group_filters(w: np.ndarray, p: ConvProblem, dtype) -> np.ndarray:
+    """HWIO filters as G stacked [R, KG] matrices (R = KH*KW*CG in (kh, kw, c) order)."""
+    return np.ascontiguousarray(w.astype(dtype, copy=False).reshape(p.R, p.G, p.KG).transpose(1, 0, 2))
+
+
+def _taps(p: ConvProblem, block):
+    """For each filter tap of an output block: the valid output sub-block and the input slices it reads."""
+    n0, n1, oh0, oh1, ow0, ow1 = block
+    for kh in range(p.KH):
+        off_h = kh * p.DH - p.PT
+        a, b = valid_range(oh0, oh1, p.SH, off_h, p.H)
+        for kw in range(p.KW):
+            off_w = kw * p.DW - p.PL
+            c, d = valid_range(ow0, ow1, p.SW, off_w, p.W)
+            rows = slice(a * p.SH + off_h, (b - 1) * p.SH + off_h + 1, p.SH) if b > a else None
+            cols = slice(c * p.SW + off_w, (d - 1) * p.SW + off_w + 1, p.SW) if d > c else None
+            yield kh, kw, (a - oh0, b - oh0), (c - ow0, d - ow0), rows, cols
+
+
+def _covers(tap, block) -> bool:
+    _, _, (a, b), (c, d), _, _ = tap
+    return a == 0 and b == block[3] - block[2] and c == 0 and d == block[5] - block[4]
+
+
+class Pointwise(Algorithm):
+    name = "pointwise"
+    summary = "1x1 stride-1 unpadded: a plain (grouped) GEMM on the input, no im2col"
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        return None if p.is_pointwise else "needs a 1x1 filter with stride 1 and no padding"
+
+    def run(self, p, x, w, out):
+        ct = accumulator(p.dtype)
+        wg = group_filters(w, p, ct)                      # [G, C/G, K/G]
+        budget = config.settings.numpy_workspace_bytes
+        direct = out.dtype == ct and p.G == 1
+        if p.layout == "NHWC":
+            xm, ym = x.reshape(p.M, p.C), out.reshape(p.M, p.K)
+            per_row = ct.itemsize * (p.C * (x.dtype != ct) + p.K * (not direct)) or 1
+            step = max(1, budget // per_row)
+            for m0 in range(0, p.M, step):
+                a = xm[m0:m0 + step].astype(ct, copy=False)
+                if direct:
+                    np.matmul(a, wg[0], out=ym[m0:m0 + step])
+                else:
+                    r = np.matmul(a.reshape(-1, p.G, p.CG).transpose(1, 0, 2), wg)   # [G, rows, KG]
+                    ym[m0:m0 + step] = r.transpose(1, 0, 2).reshape(-1, p.K)
+        else:
+            # NCHW: per image, y[n] (K, HW) = w^T (K, C) @ x[n] (C, HW), batched over groups.
+            wt = np.ascontiguousarray(wg.transpose(0, 2, 1))  # [G, KG, CG]
+            hw = p.H * p.W
+            xm, ym = x.reshape(p.N, p.G, p.CG, hw), out.reshape(p.N, p.G, p.KG, hw)
+            per_col = ct.itemsize * (p.C * (x.dtype != ct) + p.K * (out.dtype != ct)) or 1
+            step = max(1, budget // per_col)
+            for n in range(p.N):
+                for j in range(0, hw, step):
+                    a = xm[n, :, :, j:j + step].astype(ct, copy=False)
+                    if out.dtype == ct:
+                        np.matmul(wt, a, out=ym[n, :, :, j:j + step])
+                    else:
+                        ym[n, :, :, j:j + step] = np.matmul(wt, a)
+
+
+class Im2colGemm(Algorithm):
+    name = "gemm"
+    summary = "im2col of bounded output blocks + batched BLAS GEMM over groups; runs every problem"
+
+    def run(self, p, x, w, out):
+        ct = accumulator(p.dtype)
+        wg = group_filters(w, p, ct)                      # [G, R, KG]
+        xv, yv = nhwc_view(x, p.layout), nhwc_view(out, p.layout)
+        per_pixel = ct.itemsize * (p.G * p.R + p.K)       # column row + GEMM result row
+        buf = None
+        for block in output_blocks(p, per_pixel, config.settings.numpy_workspace_bytes):
+            n0, n1, oh0, oh1, ow0, ow1 = block
+            nb, hb, wb = n1 - n0, oh1 - oh0, ow1 - ow0
+            rows = nb * hb * wb
+            if buf is None:
+                buf = np.empty(rows * p.G * p.R, ct)       # the first block is the largest
+            col = buf[:rows * p.G * p.R].reshape(p.G, nb, hb, wb, p.KH, p.KW, p.CG)
+            taps = list(_taps(p, block))
+            if not all(_covers(t, block) for t in taps):
+                col.fill(0)
+            for kh, kw, (a, b), (c, d), rs, cs in taps:
+                if rs is None or cs is None:
+                    continue
+                src = xv[n0:n1, rs, cs].reshape(nb, b - a, d - c, p.G, p.CG)
+                col[:, :, a:b, c:d, kh, kw, :] = src.transpose(3, 0, 1, 2, 4)
+            target = yv[n0:n1, oh0:oh1, ow0:ow1]
+            a_mat = col.reshape(p.G, rows, p.R)
+            if p.G == 1 and out.dtype == ct and target.flags.c_contiguous:
+                np.matmul(a_mat[0], wg[0], out=target.reshape(rows, p.K))
+            else:
+                r = np.matmul(a_mat, wg)                  # [G, rows, KG]
+                target[...] = r.transpose(1, 0, 2).reshape(nb, hb, wb, p.K)
+
+
+class Depthwise(Algorithm):
+    name = "depthwise"
+    summary = "one input channel per group: shifted multiply-adds vectorised over channels"
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
+
+    def run(self, p, x, w, out):
+        ct = accumulator(p.dtype)
+        mult = p.KG                                       # channel multiplier
+        wt = w.astype(ct, copy=False).reshape(p.KH, p.KW, p.C, mult)
+        xv, yv = nhwc_view(x, p.layout), nhwc_view(out, p.layout)
+        per_pixel = 2 * ct.itemsize * p.K                 # accumulator + product
+        for block in output_blocks(p, per_pixel, config.settings.numpy_workspace_bytes):
+            n0, n1, oh0, oh1, ow0, ow1 = block
+            acc = np.zeros((n1 - n0, oh1 - oh0, ow1 - ow0, p.C, mult), ct)
+            tmp = np.empty_like(acc)
+            for kh, kw, (a, b), (c, d), rs, cs in _taps(p, block):
+                if rs is None or cs is None:
+                    continue
+                t = tmp[:, a:b, c:d]
+                np.multiply(xv[n0:n1, rs, cs][..., None], wt[kh, kw], out=t)
+                np.add(acc[:, a:b, c:d], t, out=acc[:, a:b, c:d])
+            yv[n0:n1, oh0:oh1, ow0:ow1] = acc.reshape(acc.shape[:3] + (p.K,))
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    summary = "NumPy + BLAS on the CPU; any host"
+
+    def __init__(self):
+        self._algos: dict[str, Algorithm] = {a.name: a for a in (Pointwise(), Depthwise(), Im2colGemm())}
+        try:
+            from .winograd import Winograd
+        except ImportError:
+            pass
+        else:
+            self._algos[Winograd.name] = Winograd()
+
+    def algorithms(self):
+        return dict(self._algos)
+
+    def auto_rule(self) -> str:
+        return ("pointwise for 1x1/stride 1/unpadded; depthwise when CG=1; winograd for 3x3 stride-1 "
+                "undilated layers it accepts; gemm otherwise")
+
+    def choose(self, p: ConvProblem) -> Algorithm:
+        order = [self._algos[n] for n in ("pointwise", "depthwise", "winograd", "gemm") if n in self._algos]
+        return pick_first(order, p, self.auto_rule())
+
+    def owns(self, array) -> bool:
+        return isinstance(array, np.ndarray)
+
+    def run(self, p, x, w, algorithm):
+        algo = self.choose(p) if algorithm == "auto" else self._algos[algorithm]
+        out = np.empty(p.output_shape, p.dtype)
+        if not p.is_empty:
+            algo.run(p, np.asarray(x), np.ascontiguousarray(w), out)
+        return out

@@ -1,0 +1,44 @@
+"""Process-wide settings. Each can also be set by an environment variable before import."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+def _env_bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not allowed: expected a number of bytes") from None
+    if value < 1:
+        raise ValueError(f"environment variable {name}={raw!r} is not allowed: expected a positive number of bytes")
+    return value
+
+
+@dataclasses.dataclass
+class Settings:
+    # Extra memory the NumPy backend may use beyond input and output (im2col chunks, transforms).
+    numpy_workspace_bytes: int = dataclasses.field(
+        default_factory=lambda: _env_bytes("GPUCONV_NUMPY_WORKSPACE", 64 << 20))
+    # GPU workspace for im2col column chunks.
+    cuda_workspace_bytes: int = dataclasses.field(
+        default_factory=lambda: _env_bytes("GPUCONV_CUDA_WORKSPACE", 256 << 20))
+    # NumPy inputs go to the GPU (when usable) only from this many FLOPs on, where copies pay off.
+    cuda_min_flops_for_numpy_inputs: int = 1 << 30
+
+
+settings = Settings()
+
+
+def set_workspace(numpy_bytes: int | None = None, cuda_bytes: int | None = None) -> None:
+    """Set the NumPy backend's and/or the CUDA backends' workspace bound, in bytes."""
+    for name, value in (("numpy_bytes", numpy_bytes), ("cuda_bytes", cuda_bytes)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name}={value!r} is not allowed: expected a positive int (bytes)")
+    if numpy_bytes is not None:
+        settings.numpy_workspace_bytes = numpy_bytes
+    if cuda_bytes is not None:
+        settings.cuda_workspace_bytes = cuda_bytes

@@ -1,0 +1,41 @@
+"""The float64 reference convolution: the definition, written to be read, not to be fast.
+
+    y[n, oh, ow, k] = sum over kh, kw, c in group(k) of
+                      x[n, oh*SH - PT + kh*DH, ow*SW - PL + kw*DW, c] * w[kh, kw, c - g*CG, k]
+
+with out-of-range input pixels counting as zero. Vectorised only over (n, oh, ow) and channels, one
+filter tap and one group at a time, so every term of the sum is visible in the code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .problem import ConvProblem
+
+
+def conv2d_reference(x, w, p: ConvProblem) -> np.ndarray:
+    """float64 result in p.layout; x is [N, ...] in p.layout, w is HWIO."""
+    x = np.asarray(x).astype(np.float64)
+    w = np.asarray(w).astype(np.float64)
+    if p.layout == "NCHW":
+        x = x.transpose(0, 2, 3, 1)
+    y = np.zeros((p.N, p.OH, p.OW, p.K))
+    for kh in range(p.KH):
+        ih = np.arange(p.OH) * p.SH - p.PT + kh * p.DH
+        ok_h = (ih >= 0) & (ih < p.H)
+        for kw in range(p.KW):
+            iw = np.arange(p.OW) * p.SW - p.PL + kw * p.DW
+            ok_w = (iw >= 0) & (iw < p.W)
+            if not ok_h.any() or not ok_w.any():
+                continue
+            patch = x[:, np.clip(ih, 0, p.H - 1)][:, :, np.clip(iw, 0, p.W - 1)]
+            patch = np.where((ok_h[:, None] & ok_w[None, :])[None, :, :, None], patch, 0.0)
+            for g in range(p.G):
+                y[..., g * p.KG:(g + 1) * p.KG] += (
+                    patch[..., g * p.CG:(g + 1) * p.CG] @ w[kh, kw, :, g * p.KG:(g + 1) * p.KG])
+    return y.transpose(0, 3, 1, 2) if p.layout == "NCHW" else y
+
+
+def abs_conv_bound(x, w, p: ConvProblem) -> np.ndarray:
+    """(|x| conv |w|): the scale that rounding errors of the sum are proportional to."""
+    return conv2d_reference(np.abs(np.asarray(x).astype(np.float64)), np.abs(np.asarray(w).astype(np.float64)), p)
