@@ -1,0 +1,97 @@
+"""Kernel sources: finding kernels/*.cu, inlining our own headers, and locating CUDA's headers.
+
+Our headers are inlined into each kernel's text (recursively, once each) because CuPy's on-disk
+cache keys on the source text and options only: an edited header pulled in by #include would
+silently reuse a stale binary. CUDA's own headers (<cuda_fp16.h>, <cuda_bf16.h>) stay #includes and
+are found with cuda-pathfinder (pip wheels or a CUDA toolkit).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from importlib import resources
+from pathlib import Path
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
+
+HEADERS_HELP = ("CUDA's headers cuda_fp16.h / cuda_bf16.h were not found. NVRTC from pip ships none; "
+                "install them with `pip install \"gpuconv[cuda13]\"` (or [cuda12]), which brings the "
+                "nvidia-cuda-runtime, -crt and -cccl wheels, or set CUDA_HOME to a CUDA toolkit.")
+
+
+class CudaHeadersNotFound(RuntimeError):
+    pass
+
+
+def kernel_dir() -> Path:
+    return Path(str(resources.files("gpuconv.kernels")))
+
+
+def kernel_files() -> list[Path]:
+    """Every algorithm's kernel file, one per algorithm."""
+    return sorted(kernel_dir().glob("*.cu"))
+
+
+def kernel_path(name: str) -> Path:
+    path = kernel_dir() / (name if name.endswith(".cu") else name + ".cu")
+    if not path.is_file():
+        names = [p.stem for p in kernel_files()]
+        raise ValueError(f"kernel file {name!r} does not exist: expected one of {names}")
+    return path
+
+
+def inline_includes(path: Path, _seen: set | None = None) -> str:
+    """The file's text with every #include "..." of ours replaced by that header's text (once each)."""
+    seen = set() if _seen is None else _seen
+    text = path.read_text()
+
+    def expand(m: re.Match) -> str:
+        header = (path.parent / m.group(1)).resolve()
+        if header in seen:
+            return f"// (already inlined: {m.group(1)})"
+        seen.add(header)
+        return f"// ---- begin {m.group(1)} ----\n{inline_includes(header, seen)}\n// ---- end {m.group(1)} ----"
+
+    return _INCLUDE.sub(expand, text)
+
+
+@functools.lru_cache(maxsize=None)
+def load_source(name: str) -> str:
+    """A kernel file's complete source text (our headers inlined), as compiled by every backend."""
+    return inline_includes(kernel_path(name))
+
+
+def source_hash(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_include_dirs() -> tuple[str, ...]:
+    """Directories to pass with -I so that <cuda_fp16.h> and <cuda_bf16.h> compile (NVRTC and g++)."""
+    dirs = []
+    try:
+        from cuda.pathfinder import find_nvidia_header_directory
+    except ImportError:
+        find_nvidia_header_directory = None
+    if find_nvidia_header_directory is not None:
+        for lib in ("cudart", "cccl"):
+            try:
+                d = find_nvidia_header_directory(lib)
+            except Exception:
+                d = None
+            if d and d not in dirs:
+                dirs.append(d)
+    for env in ("CUDA_HOME", "CUDA_PATH"):
+        root = os.environ.get(env)
+        if root and os.path.isdir(os.path.join(root, "include")):
+            dirs.append(os.path.join(root, "include"))
+    for d in dirs:
+        if os.path.isfile(os.path.join(d, "cuda_fp16.h")):
+            return tuple(dirs)
+    raise CudaHeadersNotFound(HEADERS_HELP + (f" Looked in: {dirs}" if dirs else ""))
