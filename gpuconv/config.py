@@ -28,6 +28,8 @@ class Settings:
         default_factory=lambda: _env_bytes("GPUCONV_CUDA_WORKSPACE", 256 << 20))
     # NumPy inputs go to the GPU (when usable) only from this many FLOPs on, where copies pay off.
     cuda_min_flops_for_numpy_inputs: int = 1 << 30
+    # Use the 64-bit-index kernel variants even when 32 bits would do (tests of the 64-bit path).
+    cuda_force_index64: bool = False
 
 
 settings = Settings()

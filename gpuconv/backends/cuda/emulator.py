@@ -1,0 +1,153 @@
+"""The "emulator" backend: the CUDA kernels of kernels/*.cu compiled by the host C++ compiler and run
+on the CPU, through the same launch code as the "cupy" backend.
+
+Each kernel file (our headers inlined, exactly the text NVRTC compiles) is built with g++ into a
+shared library, force-including kernels/host/cuda_host.h, which supplies threadIdx & co. and a real
+__syncthreads() (threads of a block are fibers). A small generated wrapper per entry point unpacks a
+`void** args` array the way cuLaunchKernel does. Libraries are cached on disk under a hash of the
+sources, flags and compiler.
+
+Options (environment): GPUCONV_EMULATOR_SHUFFLE=<seed> runs the threads of every phase in a seeded
+random order, so a race shows as results that change between seeds; GPUCONV_CXX picks the compiler.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .backend import CudaBackend
+from .launch import Launch
+from .signature import Entry, entries_of
+from .sources import CudaHeadersNotFound, cuda_include_dirs, kernel_dir, load_source, source_hash
+
+CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
+
+
+def compiler() -> Optional[str]:
+    return shutil.which(os.environ.get("GPUCONV_CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GPUCONV_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gpuconv")
+    path = Path(root) / "emulator"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wrapper_source(entries: dict[str, Entry]) -> str:
+    """One extern "C" launcher per entry point: casts args[i] back to each parameter's C type."""
+    out = []
+    for e in entries.values():
+        call_args = ", ".join(f"*reinterpret_cast<{p.c_decl()}*>(a[{i}])" for i, p in enumerate(e.params))
+        out.append(
+            f"static void gpuconv_body_{e.name}(void* v) {{\n"
+            f"    void** a = static_cast<void**>(v);\n"
+            f"    {e.name}({call_args});\n}}\n"
+            f'extern "C" int gpuconv_launch_{e.name}(const unsigned* grid, const unsigned* block, size_t smem,\n'
+            f"        unsigned long long seed, int shuffle, void** args, char* err, size_t err_len) {{\n"
+            f"    return gpuconv_emu::launch(grid, block, smem, seed, shuffle, gpuconv_body_{e.name}, args,"
+            f" err, err_len);\n}}\n")
+    return "\n".join(out)
+
+
+class EmulatedModule:
+    """A kernel file compiled for the CPU; `launch` runs one Launch."""
+
+    def __init__(self, file: str, defines: tuple[tuple[str, int], ...]):
+        self.file = file
+        cxx = compiler()
+        if cxx is None:
+            raise RuntimeError("the emulator backend needs a C++ compiler (g++, c++ or clang++) on PATH, "
+                               "or GPUCONV_CXX naming one")
+        source = load_source(file)
+        runtime = (kernel_dir() / "host" / "cuda_host.h").read_text()
+        includes = cuda_include_dirs()
+        flags = list(CXX_FLAGS) + [f"-D{k}={v}" for k, v in defines]
+        key = source_hash(source, runtime, " ".join(flags), cxx, *includes)
+        lib = cache_dir() / f"{file}-{key}.so"
+        if not lib.exists():
+            self._build(cxx, flags, includes, source, lib)
+        self.lib = ctypes.CDLL(str(lib))
+        self.entries = entries_of(file)
+
+    def _build(self, cxx, flags, includes, source, lib: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="gpuconv-emu-") as tmp:
+            src = Path(tmp) / f"{self.file}.cpp"
+            src.write_text(source + "\n\n// ---- emulator launchers ----\n" + wrapper_source(entries_of(self.file)))
+            out = Path(tmp) / lib.name
+            cmd = [cxx, *flags, "-include", str(kernel_dir() / "host" / "cuda_host.h"),
+                   *[f"-I{d}" for d in includes], str(src), "-o", str(out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"compiling {self.file}.cu for the emulator failed:\n{' '.join(cmd)}\n"
+                                   f"{proc.stderr[-4000:]}")
+            os.replace(out, lib)  # atomic: concurrent builders never see a half-written library
+
+    def launch(self, launch: Launch, seed: int = 0, shuffle: bool = False) -> None:
+        fn = getattr(self.lib, f"gpuconv_launch_{launch.kernel}")
+        holders = []
+        for a in launch.args:
+            if isinstance(a, np.ndarray):
+                holders.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                holders.append(np.array(a))  # a NumPy scalar or struct: its bytes, C layout
+        ptrs = (ctypes.c_void_p * len(holders))(*[
+            ctypes.addressof(h) if isinstance(h, ctypes.c_void_p) else h.ctypes.data for h in holders])
+        grid = (ctypes.c_uint * 3)(*launch.grid)
+        block = (ctypes.c_uint * 3)(*launch.block)
+        err = ctypes.create_string_buffer(512)
+        rc = fn(grid, block, ctypes.c_size_t(launch.shared_mem), ctypes.c_ulonglong(seed), ctypes.c_int(shuffle),
+                ptrs, err, ctypes.c_size_t(len(err)))
+        if rc != 0:
+            raise RuntimeError(f"kernel {launch.kernel} failed in the emulator: {err.value.decode()}")
+
+
+@functools.lru_cache(maxsize=None)
+def load_module(file: str, defines: tuple[tuple[str, int], ...] = ()) -> EmulatedModule:
+    return EmulatedModule(file, defines)
+
+
+def shuffle_seed() -> Optional[int]:
+    raw = os.environ.get("GPUCONV_EMULATOR_SHUFFLE")
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"GPUCONV_EMULATOR_SHUFFLE={raw!r} is not allowed: expected an integer seed") from None
+
+
+class EmulatorBackend(CudaBackend):
+    name = "emulator"
+    summary = "gpuconv's CUDA kernels compiled for and run on the CPU (testing and learning; slow)"
+    xp = np
+
+    def __init__(self, seed: Optional[int] = None):
+        super().__init__()
+        self.seed = seed
+
+    def unavailable_reason(self) -> Optional[str]:
+        if compiler() is None:
+            return "no C++ compiler (g++, c++ or clang++) on PATH"
+        try:
+            cuda_include_dirs()
+        except CudaHeadersNotFound as e:
+            return str(e)
+        return None
+
+    def owns(self, array) -> bool:
+        return False  # never chosen by "auto": a NumPy input goes to the numpy backend
+
+    def launch(self, launch: Launch) -> None:
+        launch.check()
+        seed = self.seed if self.seed is not None else shuffle_seed()
+        load_module(launch.file, launch.defines).launch(launch, seed=seed or 0, shuffle=seed is not None)

@@ -1,0 +1,103 @@
+"""How close a convolution result must be to the float64 reference, and exactness bounds.
+
+For every output element
+
+    |y - ref| <= atol + c * u * |ref| + c' * u_acc * sqrt(R) * (|x| conv |w|)
+
+u      unit roundoff of the output dtype: the one final rounding of the accumulated sum,
+u_acc  unit roundoff of the accumulator (float32 for half types and float32, float64 for float64),
+R      reduction length KH*KW*CG,
+(|x| conv |w|)  the sum of the magnitudes of the terms, which rounding errors of the sum scale with.
+
+sqrt(R) rather than R: rounding errors of a long sum behave like a random walk (Higham, "Accuracy and
+Stability of Numerical Algorithms", ch. 4); c' = 2 leaves room for a plain sequential float32 sum of
+positive terms (checked in test_conv2d.py), the worst case a correct kernel produces. A kernel that
+accumulates in float16 exceeds it by orders of magnitude (also checked there).
+
+Algorithms that do not compute the same sum of products (Winograd transforms the inputs and
+filters first) get a larger c' from INEXACT, and no exactness check on integer inputs.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from gpuconv.dtypes import accumulator, unit_roundoff
+from gpuconv.problem import ConvProblem
+from gpuconv.reference import abs_conv_bound, conv2d_reference
+
+C_OUT = 1.0            # c: one rounding of the result to the output dtype
+C_ACC = 2.0            # c': accumulation, for algorithms that sum the products themselves
+
+# c' for algorithms whose arithmetic is not a reordering of the products' sum. Winograd F(2x2,3x3)
+# and F(4x4,3x3) amplify rounding errors by the norms of their transform matrices (Lavin & Gray 2016,
+# Barabasz et al. 2020): about 4x and 30x a direct sum respectively.
+INEXACT = {"winograd": 64.0}
+
+
+def is_exact(algorithm: str) -> bool:
+    """True when the algorithm computes the plain sum of products (exact on small-integer inputs)."""
+    return algorithm not in INEXACT
+
+
+def error_bound(x, w, p: ConvProblem, ref, algorithm: str = "auto") -> np.ndarray:
+    """The per-element bound for results of p (x in p.input_shape, ref from conv2d_reference)."""
+    dtype = np.dtype(p.dtype)
+    u = unit_roundoff(dtype)
+    u_acc = unit_roundoff(accumulator(dtype))
+    c_acc = INEXACT.get(algorithm, C_ACC)
+    atol = float(ml_dtypes.finfo(dtype).smallest_subnormal)   # a result that underflows
+    return atol + C_OUT * u * np.abs(ref) + c_acc * u_acc * np.sqrt(max(p.R, 1)) * abs_conv_bound(x, w, p)
+
+
+def max_exact_magnitude(dtype, R: int) -> int:
+    """Largest m such that integer inputs in [-m, m] give sums that are exact in `dtype`.
+
+    Every partial sum is bounded by m*m*R; integers up to 2**p (p = significand bits, implicit bit
+    included) are exact in a binary float with p bits. The accumulator has at least as many bits as
+    the output, so the output dtype decides. Returns 0 when even m = 1 is not exact.
+    """
+    p = ml_dtypes.finfo(np.dtype(dtype)).nmant + 1
+    return int(min(3, np.floor(np.sqrt(2.0 ** p / max(R, 1)))))
+
+
+def check_close(y, x, w, p: ConvProblem, algorithm: str = "auto", ref=None) -> str | None:
+    """None when y is within the bound of the float64 reference; else a report of the worst element."""
+    y4 = np.asarray(y).reshape(p.output_shape)
+    x4 = np.asarray(x).reshape(p.input_shape)
+    if ref is None:
+        ref = conv2d_reference(x4, w, p)
+    ref = np.asarray(ref, np.float64).reshape(p.output_shape)
+    bound = error_bound(x4, w, p, ref, algorithm)
+    yd = y4.astype(np.float64)
+    err = np.abs(yd - ref)
+    # Inf == Inf of the same sign is a match; NaN anywhere the reference is finite is a failure.
+    same_inf = np.isinf(ref) & (yd == ref)
+    both_nan = np.isnan(ref) & np.isnan(yd)
+    ok = (err <= bound) | same_inf | both_nan
+    if ok.all():
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(ok, 0.0, np.where(np.isfinite(err), err / bound, np.inf))
+    i = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    return (f"{int((~ok).sum())} of {ok.size} elements exceed the bound ({algorithm}, {p.describe()}); "
+            f"worst at {tuple(int(v) for v in i)}: got {yd[i]!r}, reference {ref[i]!r}, "
+            f"|error| {err[i]:.3g} > bound {bound[i]:.3g} (ratio {ratio[i]:.3g}, R={p.R})")
+
+
+def assert_close(y, x, w, p: ConvProblem, algorithm: str = "auto", ref=None) -> None:
+    msg = check_close(y, x, w, p, algorithm, ref)
+    assert msg is None, msg
+
+
+def assert_exact(y, x, w, p: ConvProblem, ref=None) -> None:
+    """Bitwise-equal values (as float64) to the reference; reports the first mismatch."""
+    y4 = np.asarray(y).reshape(p.output_shape).astype(np.float64)
+    if ref is None:
+        ref = conv2d_reference(np.asarray(x).reshape(p.input_shape), w, p)
+    ref = np.asarray(ref).reshape(p.output_shape)
+    bad = y4 != ref
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise AssertionError(f"{int(bad.sum())} of {bad.size} elements differ from the exact reference "
+                             f"({p.describe()}); first at {i}: got {y4[i]!r}, expected {ref[i]!r}")
