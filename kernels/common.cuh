@@ -25,6 +25,20 @@ struct ConvProblem {
     int CG, KG;                    // C/G and K/G
 };
 
+// A strided, grouped matrix product C = A x B in the convolution's own letters (see gemm.cu):
+// M rows (output pixels), KG columns (output channels of a group), R deep (KH*KW*CG), G groups.
+// Row m of A starts at g*a_s_g + (m / a_mi)*a_s_img + (m % a_mi)*a_s_m; element r is r*a_s_r further.
+// B is row-major with row stride b_s_r; C row (c_m0 + m) maps like A's with c_mi / c_s_img / c_s_m.
+// vec_a / vec_b: the host checked alignment, so rows may be read 4 elements at a time.
+struct GemmProblem {
+    long long a_s_img, a_s_m, a_s_r, a_s_g;
+    long long b_s_r, b_s_g;
+    long long c_s_img, c_s_m, c_s_k, c_s_g;
+    int M, KG, R, G;
+    int a_mi, c_mi, c_m0;
+    int vec_a, vec_b;
+};
+
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 

@@ -101,3 +101,17 @@ def assert_exact(y, x, w, p: ConvProblem, ref=None) -> None:
         i = tuple(int(v) for v in np.argwhere(bad)[0])
         raise AssertionError(f"{int(bad.sum())} of {bad.size} elements differ from the exact reference "
                              f"({p.describe()}); first at {i}: got {y4[i]!r}, expected {ref[i]!r}")
+
+
+def assert_result(y, x, w, p: ConvProblem, algorithm: str = "auto", exact: bool = False, ref=None) -> None:
+    """The full contract of one conv2d result: NumPy array of the input's dtype, the input's batch shape
+    followed by the output's spatial/channel dims, and values exact or within the bound."""
+    x = np.asarray(x)
+    assert isinstance(y, np.ndarray), f"expected a NumPy array, got {type(y).__name__}"
+    assert y.dtype == p.dtype, f"output dtype {y.dtype} differs from the input dtype {p.dtype}"
+    want = tuple(x.shape[:-3]) + tuple(p.output_shape[1:])
+    assert y.shape == want, f"output shape {y.shape}, expected {want} ({p.describe()})"
+    if exact:
+        assert_exact(y, x, w, p, ref)
+    else:
+        assert_close(y, x, w, p, algorithm, ref)

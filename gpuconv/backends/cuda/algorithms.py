@@ -14,16 +14,20 @@ from ...dtypes import accumulator
 from ...problem import ConvProblem
 from ..base import Algorithm
 from .launch import Launch, entry_name, index_bits
-from .params import conv_problem_struct
+from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, layout_strides, make_struct
 
 # Static + dynamic shared memory a block may use without opting in (all of sm_75 .. sm_90).
 MAX_SHARED_BYTES = 48 * 1024
 
-AUTO_RULE = "direct for every problem it can run (the only GPU algorithm so far)"
+AUTO_RULE = ("gemm1x1 for 1x1 stride-1 unpadded filters; direct when a group is small (reduction "
+             "R = KH*KW*CG < 64, or fewer than 16 output channels per group: first layers, depthwise); "
+             "im2col-gemm otherwise; each falls through to the next that can run the problem")
 
 
 def auto_order(p: ConvProblem) -> list[str]:
-    return ["direct"]
+    small = p.R < 64 or p.KG < 16
+    order = ["direct", "gemm"] if small else ["gemm", "direct"]
+    return (["gemm1x1"] if p.is_pointwise else []) + order
 
 
 class CudaAlgorithm(Algorithm):
@@ -87,5 +91,84 @@ class Direct(CudaAlgorithm):
             args=(conv_problem_struct(p), x, w, out, np.int32(cc)), defines=self.defines))
 
 
+def _address(a) -> int:
+    return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
+
+
+class GemmLaunches(CudaAlgorithm):
+    """Builds launches of gemm.cu; the tile sizes mirror the kernel's defaults."""
+    BM, BN, BK, TM, TN = 64, 64, 16, 4, 4
+
+    def gemm_launch(self, p: ConvProblem, a, w, out, M: int, a_strides: dict, c_m0: int, bits: int) -> Launch:
+        """a_strides: a_mi, a_s_img, a_s_m, a_s_r, a_s_g. The output side comes from p's layout."""
+        ysN, _, ysW, ysK = layout_strides(p.layout, p.N, p.OH, p.OW, p.K)
+        vec = 4 * a.itemsize
+        vec_a = (a_strides["a_s_r"] == 1 and p.R % 4 == 0 and _address(a) % vec == 0
+                 and all(a_strides[s] % 4 == 0 for s in ("a_s_img", "a_s_m", "a_s_g")))
+        vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
+        q = make_struct(GEMM_PROBLEM_DTYPE, dict(
+            a_strides, b_s_r=p.K, b_s_g=p.KG, c_s_img=ysN, c_s_m=ysW, c_s_k=ysK, c_s_g=p.KG * ysK,
+            M=M, KG=p.KG, R=p.R, G=p.G, c_mi=p.OH * p.OW, c_m0=c_m0, vec_a=int(vec_a), vec_b=int(vec_b)))
+        return Launch(file="gemm", kernel=entry_name("conv_gemm", p.dtype, bits),
+                      grid=(-(-M // self.BM), -(-p.KG // self.BN), p.G),
+                      block=(self.BM // self.TM * (self.BN // self.TN), 1, 1), shared_mem=0,
+                      args=(q, a, w, out))
+
+    def grid_reason(self, p: ConvProblem, M: int) -> Optional[str]:
+        gy = -(-p.KG // self.BN)
+        if p.G > 65535 or gy > 65535 or -(-M // self.BM) > 2 ** 31 - 1:
+            return f"grid ({-(-M // self.BM)}, {gy}, {p.G}) exceeds CUDA's limits (2^31-1, 65535, 65535)"
+        return None
+
+
+class PointwiseGemm(GemmLaunches):
+    name = "gemm1x1"
+    summary = "1x1 stride-1 unpadded: the hand-written GEMM on the input itself, no im2col"
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        if not p.is_pointwise:
+            return "needs a 1x1 filter with stride 1 and no padding"
+        if p.M > 2 ** 31 - 1:
+            return f"M = N*OH*OW = {p.M} rows exceed 2^31-1"
+        return self.grid_reason(p, p.M)
+
+    def run(self, p, x, w, out):
+        sN, _, sW, sC = layout_strides(p.layout, p.N, p.H, p.W, p.C)
+        a_strides = dict(a_mi=p.H * p.W, a_s_img=sN, a_s_m=sW, a_s_r=sC, a_s_g=p.CG * sC)
+        self.backend.launch(self.gemm_launch(p, x, w, out, p.M, a_strides, 0, self.bits(x.size, w.size, out.size)))
+
+
+class Im2colGemm(GemmLaunches):
+    name = "gemm"
+    summary = ("im2col of bounded blocks of output pixels into a workspace, then the hand-written tiled "
+               "GEMM, batched over groups, writing straight into the output layout")
+
+    def rows_per_chunk(self, p: ConvProblem) -> int:
+        row_bytes = p.G * p.R * np.dtype(p.dtype).itemsize
+        return min(p.M, config.settings.cuda_workspace_bytes // row_bytes, 2 ** 31 - 1)
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        if self.rows_per_chunk(p) < 1:
+            return (f"one im2col row ({p.G}x{p.R} elements) exceeds the workspace bound of "
+                    f"{config.settings.cuda_workspace_bytes} bytes (gpuconv.set_workspace(cuda_bytes=...))")
+        return self.grid_reason(p, self.rows_per_chunk(p))
+
+    def run(self, p, x, w, out):
+        mc = self.rows_per_chunk(p)
+        col = self.backend.xp.empty(p.G * mc * p.R, p.dtype)
+        bits = self.bits(x.size, w.size, out.size, col.size)
+        conv = conv_problem_struct(p)
+        total = p.G * mc * p.R
+        im2col = entry_name("conv_im2col", p.dtype, bits)
+        for m0 in range(0, p.M, mc):
+            rows = min(mc, p.M - m0)
+            a = col[:p.G * rows * p.R]
+            self.backend.launch(Launch(
+                file="im2col", kernel=im2col, grid=(min(-(-total // 256), 65535 * 16), 1, 1), block=(256, 1, 1),
+                shared_mem=0, args=(conv, x, a, np.int32(m0), np.int32(rows))))
+            a_strides = dict(a_mi=rows, a_s_img=0, a_s_m=p.R, a_s_r=1, a_s_g=rows * p.R)
+            self.backend.launch(self.gemm_launch(p, a, w, out, rows, a_strides, m0, bits))
+
+
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:
-    return {a.name: a for a in (Direct(backend),)}
+    return {a.name: a for a in (Direct(backend), Im2colGemm(backend), PointwiseGemm(backend))}

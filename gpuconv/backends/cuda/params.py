@@ -20,7 +20,7 @@ CONV_PROBLEM_DTYPE = np.dtype(CONV_PROBLEM_FIELDS, align=True)
 GEMM_PROBLEM_FIELDS = (
     [(name, np.int64) for name in ("a_s_img", "a_s_m", "a_s_r", "a_s_g", "b_s_r", "b_s_g",
                                    "c_s_img", "c_s_m", "c_s_k", "c_s_g")]
-    + [(name, np.int32) for name in ("M", "KG", "R", "G", "a_mi", "c_mi", "c_m0")])
+    + [(name, np.int32) for name in ("M", "KG", "R", "G", "a_mi", "c_mi", "c_m0", "vec_a", "vec_b")])
 GEMM_PROBLEM_DTYPE = np.dtype(GEMM_PROBLEM_FIELDS, align=True)
 
 # C type name -> NumPy dtype, for kernel parameter checking.

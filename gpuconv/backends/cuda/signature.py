@@ -97,7 +97,7 @@ def check_args(entry: Entry, args: tuple) -> None:
                 raise TypeError(f"{where}: expected an array of {p.dtype}, got {a.dtype}")
             if not a.flags.c_contiguous:
                 raise ValueError(f"{where}: the array must be C-contiguous")
-            if not p.const and not a.flags.writeable:
+            if not p.const and not getattr(a.flags, "writeable", True):
                 raise ValueError(f"{where}: the kernel writes this array but it is read-only")
         else:
             if isinstance(a, np.void) and p.ctype in STRUCTS:

@@ -1,0 +1,69 @@
+"""The "cupy" backend: kernels/*.cu compiled by NVRTC through CuPy's RawModule, run on an NVIDIA GPU.
+
+Everything up to the final kernel call (choice of kernel, grid, block, shared memory, arguments and
+their check against the kernel's signature) is shared with the emulator backend, which CI runs.
+CuPy is imported only when this backend is first used.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+from .backend import CudaBackend
+from .launch import Launch
+from .sources import CudaHeadersNotFound, cuda_include_dirs, load_source
+
+NVRTC_OPTIONS = ("-std=c++17",)
+
+
+def _cupy():
+    import cupy
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def _module(file: str, defines: tuple[tuple[str, int], ...], device_id: int):
+    """One compiled module per kernel file, macro set and device, kept alive for the process."""
+    cupy = _cupy()
+    options = NVRTC_OPTIONS + tuple(f"-I{d}" for d in cuda_include_dirs()) + tuple(f"-D{k}={v}" for k, v in defines)
+    with cupy.cuda.Device(device_id):
+        module = cupy.RawModule(code=load_source(file), options=options)
+        module.compile()
+    return module
+
+
+class CupyBackend(CudaBackend):
+    name = "cupy"
+    summary = "gpuconv's CUDA kernels on an NVIDIA GPU through CuPy (NVRTC)"
+
+    @property
+    def xp(self):
+        return _cupy()
+
+    def unavailable_reason(self) -> Optional[str]:
+        try:
+            cupy = _cupy()
+        except ImportError:
+            return "CuPy is not installed (pip install \"gpuconv[cuda13]\" or \"gpuconv[cuda12]\")"
+        except Exception as e:  # a broken CuPy install raises all sorts
+            return f"CuPy failed to import: {e}"
+        try:
+            if not cupy.is_available():
+                return "no usable CUDA device or driver (cupy.is_available() is False)"
+        except Exception as e:
+            return f"CUDA is not usable: {e}"
+        try:
+            cuda_include_dirs()
+        except CudaHeadersNotFound as e:
+            return str(e)
+        return None
+
+    def owns(self, array) -> bool:
+        return type(array).__module__.split(".")[0] == "cupy"
+
+    def launch(self, launch: Launch) -> None:
+        launch.check()
+        cupy = _cupy()
+        module = _module(launch.file, launch.defines, cupy.cuda.Device().id)
+        kernel = module.get_function(launch.kernel)
+        kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_mem)
