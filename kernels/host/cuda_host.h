@@ -9,6 +9,7 @@
 //     Reaching a barrier with some threads exited, or ending a block with threads still waiting, is
 //     reported as an error (it is undefined behaviour on a GPU);
 //   * __shared__ as block-static storage: blocks run one after another, so one static copy serves all;
+//     it is filled with 0xFF bytes (NaN) before every block, so a read before a write shows;
 //   * GPUCONV_DYNAMIC_SHARED(T, name) for dynamic shared memory;
 //   * atomics (plain read-modify-write: fibers never interleave inside one), __ldg, min/max, fmaf.
 // A seedable mode runs the fibers of each phase in a shuffled order, so a missing barrier (a race)
@@ -30,8 +31,12 @@
 #include <string>
 #include <vector>
 
+// Static __shared__ variables live in one named section, so that every block can start with it
+// poisoned (all bits set: NaN for floating types) as uninitialised shared memory would be on a GPU.
 #undef __shared__
-#define __shared__ static
+#define __shared__ static __attribute__((section("gpuconv_shared")))
+extern "C" char __start_gpuconv_shared[] __attribute__((weak));
+extern "C" char __stop_gpuconv_shared[] __attribute__((weak));
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
@@ -119,6 +124,9 @@ inline uint64_t splitmix64(uint64_t& s) {
 inline bool run_block(uint64_t& rng, bool shuffle) {
     auto& r = rt();
     const unsigned nthreads = blockDim.x * blockDim.y * blockDim.z;
+    if (__start_gpuconv_shared != nullptr)
+        std::memset(__start_gpuconv_shared, 0xFF, size_t(__stop_gpuconv_shared - __start_gpuconv_shared));
+    std::fill(r.dynamic_shared.begin(), r.dynamic_shared.end(), 0xFF);
     std::vector<unsigned> order(nthreads);
     for (unsigned t = 0; t < nthreads; ++t) {
         Fiber& f = r.fibers[t];
@@ -175,7 +183,7 @@ inline int launch(const unsigned* grid, const unsigned* block, size_t shared_byt
         r.fibers.resize(nthreads);
         r.stacks.resize(nthreads * r.stack_bytes);
     }
-    r.dynamic_shared.assign(shared_bytes, 0xCD);  // garbage-like, never zero: kernels must initialise
+    r.dynamic_shared.resize(shared_bytes);
     r.body = body;
     r.body_arg = arg;
     r.error.clear();

@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend import CudaBackend
 from .launch import Launch
-from .signature import Entry, entries_of
+from .signature import Entry, parse_entries
 from .sources import CudaHeadersNotFound, cuda_include_dirs, kernel_dir, load_source, source_hash
 
 CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
@@ -60,15 +60,15 @@ def wrapper_source(entries: dict[str, Entry]) -> str:
 
 
 class EmulatedModule:
-    """A kernel file compiled for the CPU; `launch` runs one Launch."""
+    """A kernel source compiled for the CPU; `launch` runs one Launch of one of its entry points."""
 
-    def __init__(self, file: str, defines: tuple[tuple[str, int], ...]):
+    def __init__(self, file: str, source: str, defines: tuple[tuple[str, int], ...] = ()):
         self.file = file
         cxx = compiler()
         if cxx is None:
             raise RuntimeError("the emulator backend needs a C++ compiler (g++, c++ or clang++) on PATH, "
                                "or GPUCONV_CXX naming one")
-        source = load_source(file)
+        self.entries = parse_entries(source)
         runtime = (kernel_dir() / "host" / "cuda_host.h").read_text()
         includes = cuda_include_dirs()
         flags = list(CXX_FLAGS) + [f"-D{k}={v}" for k, v in defines]
@@ -77,12 +77,11 @@ class EmulatedModule:
         if not lib.exists():
             self._build(cxx, flags, includes, source, lib)
         self.lib = ctypes.CDLL(str(lib))
-        self.entries = entries_of(file)
 
     def _build(self, cxx, flags, includes, source, lib: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="gpuconv-emu-") as tmp:
             src = Path(tmp) / f"{self.file}.cpp"
-            src.write_text(source + "\n\n// ---- emulator launchers ----\n" + wrapper_source(entries_of(self.file)))
+            src.write_text(source + "\n\n// ---- emulator launchers ----\n" + wrapper_source(self.entries))
             out = Path(tmp) / lib.name
             cmd = [cxx, *flags, "-include", str(kernel_dir() / "host" / "cuda_host.h"),
                    *[f"-I{d}" for d in includes], str(src), "-o", str(out)]
@@ -113,7 +112,7 @@ class EmulatedModule:
 
 @functools.lru_cache(maxsize=None)
 def load_module(file: str, defines: tuple[tuple[str, int], ...] = ()) -> EmulatedModule:
-    return EmulatedModule(file, defines)
+    return EmulatedModule(file, load_source(file), defines)
 
 
 def shuffle_seed() -> Optional[int]:

@@ -121,8 +121,9 @@ def occupancy(arch: str, threads: int, registers: int, smem: int, barriers: int 
         limits["shared memory"] = L.smem_per_sm // smem_alloc
     if barriers:
         limits["barriers"] = L.max_blocks * L.barriers_per_block_slot // barriers
-    # the first binding limit in this order names the limiter (warps before the block cap on ties)
-    order = ["warps", "registers", "shared memory", "barriers", "blocks"]
+    # on ties the first in this order is named: warps (full occupancy) before the block cap, and
+    # barriers only when they bind on their own (their limit is a multiple of the block cap)
+    order = ["warps", "registers", "shared memory", "blocks", "barriers"]
     blocks = min(limits.values())
     limiter = next(name for name in order if limits.get(name, math.inf) == blocks)
     return Occupancy(blocks, blocks * warps_per_block, L.max_warps, limiter)

@@ -105,7 +105,8 @@ def check_args(entry: Entry, args: tuple) -> None:
                     raise TypeError(f"{where}: expected struct dtype {p.dtype}, got {a.dtype}")
                 continue
             if not isinstance(a, np.generic) or isinstance(a, np.void):
+                as_what = {"int": "a 64-bit integer", "float": "a double"}.get(type(a).__name__, "whatever CuPy guesses")
                 raise TypeError(f"{where}: expected a NumPy scalar of {p.dtype} (a Python "
-                                f"{type(a).__name__} would be passed as a 64-bit value), got {a!r}")
+                                f"{type(a).__name__} would be passed as {as_what}), got {a!r}")
             if a.dtype != p.dtype:
                 raise TypeError(f"{where}: expected a NumPy scalar of {p.dtype}, got {a.dtype}")

@@ -1,0 +1,395 @@
+"""Kernel-level tests of the CUDA path that need no GPU: struct layouts, signatures, argument checks,
+index-width choice, the emulator's barrier semantics and race detection, and the cupy backend's
+launch code driven through a stand-in for CuPy that executes on the emulator."""
+from __future__ import annotations
+
+import re
+import subprocess
+import types
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv import config
+from gpuconv.backends import available_backends, get_backend
+from gpuconv.backends.cuda import cupy_backend, emulator, launch as launch_mod
+from gpuconv.backends.cuda.launch import Launch, index_bits
+from gpuconv.backends.cuda.params import CONV_PROBLEM_DTYPE, GEMM_PROBLEM_DTYPE, conv_problem_struct
+from gpuconv.backends.cuda.signature import check_args, entries_of, parse_entries
+from gpuconv.backends.cuda.sources import kernel_dir, kernel_files, load_source
+
+EMULATOR_REASON = available_backends()["emulator"]
+needs_emulator = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
+DTYPES = ["f16", "bf16", "f32", "f64"]
+
+
+def problem(xs=(2, 9, 11, 6), ws=(3, 3, 6, 5), strides=1, padding="SAME", fmt="NHWC", dil=None, dtype=np.float32):
+    p, _ = gpuconv.parse_problem(xs, dtype, ws, dtype, strides, padding, fmt, dil)
+    return p
+
+
+# ---------------------------------------------------------------- one problem description on both sides
+
+def c_struct_fields(name: str) -> list[tuple[str, str]]:
+    text = (kernel_dir() / "common.cuh").read_text()
+    body = re.search(r"struct\s+%s\s*\{(.*?)\};" % name, text, re.S).group(1)
+    fields = []
+    for line in body.splitlines():
+        line = line.split("//")[0].strip().rstrip(";")
+        if not line:
+            continue
+        ctype, names = re.match(r"(long long|int)\s+(.*)", line).groups()
+        fields += [(n.strip(), ctype) for n in names.split(",")]
+    return fields
+
+
+@pytest.mark.parametrize("name,dtype", [("ConvProblem", CONV_PROBLEM_DTYPE), ("GemmProblem", GEMM_PROBLEM_DTYPE)])
+def test_struct_fields_match_python(name, dtype):
+    fields = c_struct_fields(name)
+    assert [f for f, _ in fields] == list(dtype.names)
+    sizes = {"long long": 8, "int": 4}
+    assert [sizes[t] for _, t in fields] == [dtype.fields[n][0].itemsize for n in dtype.names]
+
+
+def test_conv_problem_letters_are_the_python_letters():
+    p = problem()
+    s = conv_problem_struct(p)
+    for name in CONV_PROBLEM_DTYPE.names:
+        if hasattr(p, name):
+            assert int(s[name]) == getattr(p, name), name
+
+
+@needs_emulator
+@pytest.mark.parametrize("name,dtype", [("ConvProblem", CONV_PROBLEM_DTYPE), ("GemmProblem", GEMM_PROBLEM_DTYPE)])
+def test_struct_offsets_match_the_compiler(tmp_path, name, dtype):
+    """The C compiler's offsetof/sizeof agree with NumPy's aligned structured dtype."""
+    from gpuconv.backends.cuda.sources import cuda_include_dirs
+    prog = tmp_path / "offsets.cpp"
+    prints = "".join(f'printf("{f} %zu\\n", offsetof({name}, {f}));' for f in dtype.names)
+    prog.write_text(f'#include <cstdio>\n#include <cstddef>\n{load_source("direct")}\n'
+                    f'int main() {{ {prints} printf("sizeof %zu\\n", sizeof({name})); }}\n')
+    exe = tmp_path / "offsets"
+    subprocess.run([emulator.compiler(), "-std=c++17", "-w", "-include", str(kernel_dir() / "host" / "cuda_host.h"),
+                    *[f"-I{d}" for d in cuda_include_dirs()], str(prog), "-o", str(exe)], check=True)
+    out = dict(line.split() for line in subprocess.run([str(exe)], capture_output=True, text=True).stdout.splitlines())
+    assert {f: int(out[f]) for f in dtype.names} == {f: dtype.fields[f][1] for f in dtype.names}
+    assert int(out["sizeof"]) == dtype.itemsize
+
+
+# ---------------------------------------------------------------- signatures and argument checks
+
+def test_every_kernel_has_every_dtype_and_index_variant():
+    stems = [f.stem for f in kernel_files()]
+    assert {"direct", "im2col", "gemm"} <= set(stems)
+    for stem in stems:
+        names = set(entries_of(stem))
+        prefixes = {n.rsplit("_", 2)[0] for n in names}
+        assert len(prefixes) == 1, f"{stem}.cu mixes entry point families: {prefixes}"
+        (prefix,) = prefixes
+        assert names == {f"{prefix}_{d}_i{b}" for d in DTYPES for b in (32, 64)}, stem
+        for e in entries_of(stem).values():
+            assert e.launch_bounds, f"{e.name} declares no __launch_bounds__"
+
+
+def test_kernel_files_have_header_comments_and_overridable_tiles():
+    for f in kernel_files():
+        text = f.read_text()
+        assert text.startswith(f"// {f.name} — "), f"{f.name}: header comment must say what it computes"
+        for word in ("Launch", "Layouts" if f.stem != "gemm" else "Tiling"):
+            assert word in text, f"{f.name}: header comment lacks {word!r}"
+        for macro in re.findall(r"#define\s+([A-Z0-9_]+)\s+\d+", text):
+            assert f"#ifndef {macro}" in text, f"{f.name}: tile macro {macro} is not overridable with -D"
+
+
+def test_parse_entries_reads_types():
+    e = parse_entries('extern "C" __global__ void __launch_bounds__(128) k(const ConvProblem p, '
+                      'const __half* __restrict__ x, float* y, int n, long long m) {}')["k"]
+    assert e.launch_bounds == "128"
+    assert [(p.name, p.ctype, p.pointer, p.const) for p in e.params] == [
+        ("p", "ConvProblem", False, False), ("x", "__half", True, True), ("y", "float", True, False),
+        ("n", "int", False, False), ("m", "long long", False, False)]
+
+
+def test_parse_entries_rejects_unknown_types():
+    with pytest.raises(ValueError, match=r"kernel k: parameter 'z' has C type 'float2'"):
+        parse_entries('extern "C" __global__ void k(float2 z) {}')
+
+
+@pytest.fixture
+def direct_entry():
+    return entries_of("direct")["conv_direct_f32_i32"]
+
+
+def good_args():
+    p = problem()
+    return [conv_problem_struct(p), np.zeros(p.input_shape, np.float32), np.zeros(p.filter_shape, np.float32),
+            np.zeros(p.output_shape, np.float32), np.int32(6)]
+
+
+@pytest.mark.parametrize("index,value,message", [
+    (4, 6, r"parameter CC \(int\): expected a NumPy scalar of int32 \(a Python int would be passed as a 64-bit integer"),
+    (4, np.int64(6), r"parameter CC \(int\): expected a NumPy scalar of int32, got int64"),
+    (4, 6.0, r"parameter CC .*a Python float would be passed as a double"),
+    (1, np.zeros((2, 9, 11, 6), np.float64), r"parameter x \(const float\*\): expected an array of float32, got float64"),
+    (1, np.float32(1), r"parameter x \(const float\*\): expected an array, got float32"),
+    (3, np.zeros((2, 9, 11, 5), np.float32)[:, ::2], r"parameter y .* must be C-contiguous"),
+    (0, np.zeros((), GEMM_PROBLEM_DTYPE)[()], r"parameter p \(ConvProblem\): expected struct dtype"),
+])
+def test_check_args_names_kernel_and_parameter(direct_entry, index, value, message):
+    args = good_args()
+    args[index] = value
+    with pytest.raises(TypeError if "contiguous" not in message else ValueError,
+                       match=r"kernel conv_direct_f32_i32, " + message):
+        check_args(direct_entry, tuple(args))
+
+
+def test_check_args_rejects_read_only_output_and_wrong_count(direct_entry):
+    args = good_args()
+    args[3].flags.writeable = False
+    with pytest.raises(ValueError, match="parameter y .* writes this array but it is read-only"):
+        check_args(direct_entry, tuple(args))
+    with pytest.raises(TypeError, match=r"takes 5 arguments \(p, x, w, y, CC\), got 4"):
+        check_args(direct_entry, tuple(good_args()[:4]))
+    check_args(direct_entry, tuple(good_args()))  # and the right arguments pass
+
+
+def test_launch_check_rejects_unknown_kernel_and_bad_grid():
+    with pytest.raises(ValueError, match="not an entry point of direct.cu"):
+        Launch("direct", "conv_direct_f32_i16", (1, 1, 1), (256, 1, 1), 0, tuple(good_args())).check()
+    with pytest.raises(ValueError, match="grid dimension y=70000 outside 1..65535"):
+        Launch("direct", "conv_direct_f32_i32", (1, 70000, 1), (256, 1, 1), 0, tuple(good_args())).check()
+
+
+# ---------------------------------------------------------------- 32- or 64-bit indexing
+
+def test_index_bits_boundary():
+    assert index_bits(2 ** 31 - 1, 10) == 32
+    assert index_bits(10, 2 ** 31) == 64
+    assert index_bits(10, force64=True) == 64
+    assert index_bits() == 32
+
+
+class Recorder:
+    """Wraps a backend's launch to record the launches it makes."""
+
+    def __init__(self, monkeypatch, backend):
+        self.launches = []
+        original = backend.launch
+
+        def record(launch):
+            self.launches.append(launch)
+            original(launch)
+        monkeypatch.setattr(backend, "launch", record)
+
+
+@needs_emulator
+@pytest.mark.parametrize("algorithm", ["direct", "gemm", "gemm1x1"])
+@pytest.mark.parametrize("force64", [False, True])
+def test_index_variant_is_chosen_and_correct(monkeypatch, algorithm, force64):
+    backend = get_backend("emulator")
+    rec = Recorder(monkeypatch, backend)
+    monkeypatch.setattr(config.settings, "cuda_force_index64", force64)
+    rng = np.random.default_rng(1)
+    ws = (1, 1, 6, 5) if algorithm == "gemm1x1" else (3, 3, 6, 5)
+    x = rng.integers(-3, 4, (2, 7, 8, 6)).astype(np.float32)
+    w = rng.integers(-3, 4, ws).astype(np.float32)
+    pad = "VALID" if algorithm == "gemm1x1" else "SAME"
+    y = gpuconv.conv2d(x, w, padding=pad, backend="emulator", algorithm=algorithm)
+    p = problem(x.shape, ws, padding=pad)
+    np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, p))
+    suffixes = {launch.kernel.rsplit("_", 1)[1] for launch in rec.launches}
+    assert suffixes == {"i64" if force64 else "i32"}
+
+
+# ---------------------------------------------------------------- what algorithms can and cannot run
+
+def test_direct_refuses_what_does_not_fit_shared_memory_and_auto_falls_through():
+    be = get_backend("emulator")
+    p = problem((1, 200, 200, 1), (31, 31, 1, 4), dil=3, dtype=np.float64)
+    why = be.algorithms()["direct"].why_not(p)
+    assert why is not None and "shared memory" in why
+    assert be.choose(p).name == "gemm"
+
+
+def test_gemm_refuses_rows_beyond_the_workspace(monkeypatch):
+    monkeypatch.setattr(config.settings, "cuda_workspace_bytes", 1000)
+    p = problem((1, 8, 8, 64), (3, 3, 64, 64))
+    assert "workspace bound of 1000 bytes" in get_backend("emulator").algorithms()["gemm"].why_not(p)
+
+
+def test_auto_rule_documented_and_followed():
+    be = get_backend("emulator")
+    assert be.choose(problem((1, 8, 8, 16), (1, 1, 16, 32), padding="VALID")).name == "gemm1x1"
+    assert be.choose(problem((1, 8, 8, 3), (3, 3, 3, 16))).name == "direct"        # first layer: R = 27
+    assert be.choose(problem((1, 8, 8, 16), (3, 3, 1, 16))).name == "direct"       # depthwise
+    assert be.choose(problem((1, 8, 8, 64), (3, 3, 64, 64))).name == "gemm"       # deep layer
+    assert "gemm1x1" in be.auto_rule() and "direct" in be.auto_rule()
+
+
+@needs_emulator
+def test_gemm_in_small_workspace_chunks_matches(monkeypatch):
+    backend = get_backend("emulator")
+    rec = Recorder(monkeypatch, backend)
+    rng = np.random.default_rng(2)
+    x = rng.integers(-2, 3, (2, 6, 7, 4)).astype(np.float32)
+    w = rng.integers(-2, 3, (3, 3, 2, 6)).astype(np.float32)   # G = 2
+    monkeypatch.setattr(config.settings, "cuda_workspace_bytes", 2 * 18 * 4 * 10)  # 10 rows per chunk
+    y = gpuconv.conv2d(x, w, padding="SAME", data_format="NHWC", backend="emulator", algorithm="gemm")
+    np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, problem(x.shape, w.shape)))
+    assert sum(launch.file == "im2col" for launch in rec.launches) == -(-2 * 6 * 7 // 10)
+
+
+# ---------------------------------------------------------------- emulator semantics
+
+RACY = r'''
+#include "common.cuh"
+// Thread t publishes t*t, then reads its neighbour's value. Without the barrier, what it reads
+// depends on whether the neighbour ran first: a race.
+extern "C" __global__ void __launch_bounds__(64) neighbour(float* out, int sync) {
+    __shared__ float s[64];
+    const int t = threadIdx.x;
+    s[t] = float(t * t);
+    if (sync) __syncthreads();
+    out[blockIdx.x * 64 + t] = s[(t + 1) % 64];
+}
+extern "C" __global__ void __launch_bounds__(64) early_exit(float* out) {
+    __shared__ float s[64];
+    if (threadIdx.x == 0) return;
+    s[threadIdx.x] = 1.0f;
+    __syncthreads();
+    out[threadIdx.x] = s[threadIdx.x];
+}
+'''
+
+
+@pytest.fixture(scope="module")
+def racy_module(tmp_path_factory):
+    if EMULATOR_REASON is not None:
+        pytest.skip(f"emulator unusable: {EMULATOR_REASON}")
+    # common.cuh comes from kernels/; the test kernel is compiled like any kernel file.
+    source = RACY.replace('#include "common.cuh"', load_source("direct").split("#ifndef DIRECT_TILE_OH")[0])
+    return emulator.EmulatedModule("racy_test", source)
+
+
+def run_neighbour(module, sync, seed, shuffle):
+    out = np.zeros(3 * 64, np.float32)
+    module.launch(Launch("racy_test", "neighbour", (3, 1, 1), (64, 1, 1), 0, (out, np.int32(sync))),
+                  seed=seed, shuffle=shuffle)
+    return out
+
+
+def test_barrier_makes_the_exchange_correct_in_any_order(racy_module):
+    expected = np.tile(((np.arange(64) + 1) % 64) ** 2, 3).astype(np.float32)
+    for seed in range(4):
+        np.testing.assert_array_equal(run_neighbour(racy_module, 1, seed, True), expected)
+
+
+def test_shuffled_order_exposes_a_missing_barrier(racy_module):
+    results = {run_neighbour(racy_module, 0, seed, True).tobytes() for seed in range(6)}
+    assert len(results) > 1, "a race must show as results that change between seeds"
+
+
+def test_barrier_with_exited_threads_is_reported(racy_module):
+    out = np.zeros(64, np.float32)
+    with pytest.raises(RuntimeError, match=r"early_exit failed in the emulator: __syncthreads\(\) reached by 63 of 64"):
+        racy_module.launch(Launch("racy_test", "early_exit", (1, 1, 1), (64, 1, 1), 0, (out,)))
+
+
+@needs_emulator
+def test_compile_error_is_reported_with_the_compiler_output():
+    with pytest.raises(RuntimeError, match=r"compiling broken.cu for the emulator failed(.|\n)*not_declared"):
+        emulator.EmulatedModule("broken", 'extern "C" __global__ void k(float* y) { y[0] = not_declared; }')
+
+
+@needs_emulator
+def test_shuffled_mode_gives_identical_results_for_the_real_kernels(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 9, 10, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 5, 7)).astype(np.float32)
+    p = problem(x.shape, w.shape)
+    runs = []
+    for seed in (None, 11, 12):
+        be = emulator.EmulatorBackend(seed=seed)
+        runs.append([be.run(p, x, w, a) for a in ("direct", "gemm")])
+    for r in runs[1:]:
+        for a, b in zip(runs[0], r):
+            np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- the cupy backend's own launch code
+
+class FakeCuPy(types.SimpleNamespace):
+    """Stands in for CuPy: NumPy arrays, and a RawModule whose kernels run on the emulator. So the
+    cupy backend's code — module options, memoisation, the kernel call — runs without a GPU."""
+
+
+def make_fake_cupy(calls):
+    class RawModule:
+        def __init__(self, code, options):
+            calls.append(("RawModule", options))
+            self.code = code
+
+        def compile(self):
+            self.module = emulator.EmulatedModule("fake_cupy", self.code)
+
+        def get_function(self, name):
+            def kernel(grid, block, args, shared_mem=0):
+                calls.append(("launch", name, grid, block, shared_mem))
+                self.module.launch(Launch("fake_cupy", name, grid, block, shared_mem, args))
+            return kernel
+
+    class Device:
+        def __init__(self, id=0):
+            self.id = id
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    ns = FakeCuPy(RawModule=RawModule, cuda=types.SimpleNamespace(Device=Device), is_available=lambda: True)
+    for name in ("empty", "asarray", "ascontiguousarray"):
+        setattr(ns, name, getattr(np, name))
+    return ns
+
+
+@needs_emulator
+def test_cupy_backend_launch_path_on_a_stand_in(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cupy_backend, "_cupy", lambda: make_fake_cupy(calls))
+    cupy_backend._module.cache_clear()
+    try:
+        be = cupy_backend.CupyBackend()
+        assert be.unavailable_reason() is None
+        rng = np.random.default_rng(4)
+        x = rng.integers(-3, 4, (2, 5, 6, 8)).astype(np.float32)
+        w = rng.integers(-3, 4, (3, 3, 8, 16)).astype(np.float32)
+        p = problem(x.shape, w.shape, dtype=np.float32)
+        for algorithm in ("direct", "gemm"):
+            np.testing.assert_array_equal(be.run(p, x, w, algorithm), gpuconv.conv2d_reference(x, w, p))
+        be.run(p, x, w, "gemm")
+    finally:
+        cupy_backend._module.cache_clear()
+    modules = [c for c in calls if c[0] == "RawModule"]
+    assert len(modules) == 3, "one module per kernel file (direct, im2col, gemm), compiled once each"
+    assert all("-std=c++17" in opts and any(o.startswith("-I") for o in opts) for _, opts in modules)
+    assert any(c[0] == "launch" and c[1] == "conv_direct_f32_i32" and c[3] == (256, 1, 1) for c in calls)
+
+
+def test_cupy_backend_reports_why_it_is_unusable_here():
+    why = available_backends()["cupy"]
+    if why is None:
+        pytest.skip("a CUDA device is usable here")
+    assert "CuPy" in why or "CUDA" in why or "cuda" in why
+
+
+@pytest.mark.skipif(available_backends()["cupy"] is not None, reason=f"no CUDA device: {available_backends()['cupy']}")
+def test_more_than_2_31_elements_on_the_gpu():
+    import cupy
+    x = cupy.ones((1, 2 ** 15 + 8, 2 ** 15, 2), cupy.float16)  # 2^31 + 2^19 elements
+    w = cupy.ones((1, 1, 2, 1), cupy.float16)
+    y = gpuconv.conv2d(x, w, backend="cupy", algorithm="gemm1x1")
+    assert y.shape == (1, 2 ** 15 + 8, 2 ** 15, 1)
+    assert float(y[0, -1, -1, 0]) == 2.0 and float(y[0, 0, 0, 0]) == 2.0
