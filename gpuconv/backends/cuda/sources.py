@@ -26,7 +26,11 @@ class CudaHeadersNotFound(RuntimeError):
 
 
 def kernel_dir() -> Path:
-    return Path(str(resources.files("gpuconv.kernels")))
+    """kernels/ as installed (package data `gpuconv.kernels`), or beside the package in a source tree."""
+    try:
+        return Path(str(resources.files("gpuconv.kernels")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[3] / "kernels"
 
 
 def kernel_files() -> list[Path]:
