@@ -393,3 +393,19 @@ def test_more_than_2_31_elements_on_the_gpu():
     y = gpuconv.conv2d(x, w, backend="cupy", algorithm="gemm1x1")
     assert y.shape == (1, 2 ** 15 + 8, 2 ** 15, 1)
     assert float(y[0, -1, -1, 0]) == 2.0 and float(y[0, 0, 0, 0]) == 2.0
+
+
+@needs_emulator
+def test_out_of_bounds_write_is_caught():
+    """The emulator's guard bytes catch a launch that writes past its output: here the direct kernel
+    gets an output array 8 elements shorter than the problem needs."""
+    be = emulator.EmulatorBackend()
+    direct = be.algorithms()["direct"]
+    p = problem((1, 8, 8, 4), (3, 3, 4, 16))
+    x = np.ones(p.input_shape, np.float32)
+    w = np.ones(p.filter_shape, np.float32)
+    short = be.xp.empty((p.M * p.K - 8,), np.float32)
+    launch = Launch("direct", "conv_direct_f32_i32", direct.grid(p), (256, 1, 1), direct.shared_bytes(p, 4),
+                    (conv_problem_struct(p), x, w, short, np.int32(4)))
+    with pytest.raises(RuntimeError, match="conv_direct_f32_i32 wrote after the end of its 'y' array"):
+        be.launch(launch)

@@ -125,14 +125,63 @@ def shuffle_seed() -> Optional[int]:
         raise ValueError(f"GPUCONV_EMULATOR_SHUFFLE={raw!r} is not allowed: expected an integer seed") from None
 
 
+class GuardedNumpy:
+    """NumPy, except that `empty` surrounds every array with guard bytes that are checked after each
+    launch: a kernel writing outside an output or workspace array fails loudly here, where on a GPU it
+    would silently corrupt a neighbour."""
+
+    GUARD = 4096
+    PATTERN = 0xA5
+
+    def __init__(self):
+        self._buffers: dict[int, np.ndarray] = {}
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def empty(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buf = np.full(nbytes + 2 * self.GUARD, self.PATTERN, np.uint8)
+        self._buffers[id(buf)] = buf
+        return buf[self.GUARD:self.GUARD + nbytes].view(dtype).reshape(shape)
+
+    def check(self, launch: Launch) -> None:
+        for param, a in zip(launch_entry_params(launch), launch.args):
+            if not isinstance(a, np.ndarray) or not param.pointer or param.const:
+                continue
+            root = a
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            if self._buffers.get(id(root)) is root:
+                for side, guard in (("before", root[:self.GUARD]), ("after", root[-self.GUARD:])):
+                    if not (guard == self.PATTERN).all():
+                        raise RuntimeError(f"kernel {launch.kernel} wrote {side} the end of its "
+                                           f"'{param.name}' array (out-of-bounds write)")
+
+    def release(self) -> None:
+        self._buffers.clear()
+
+
+def launch_entry_params(launch: Launch):
+    from .signature import entries_of
+    return entries_of(launch.file)[launch.kernel].params
+
+
 class EmulatorBackend(CudaBackend):
     name = "emulator"
     summary = "gpuconv's CUDA kernels compiled for and run on the CPU (testing and learning; slow)"
-    xp = np
 
     def __init__(self, seed: Optional[int] = None):
         super().__init__()
         self.seed = seed
+        self.xp = GuardedNumpy()
+
+    def run(self, p, x, w, algorithm):
+        try:
+            return super().run(p, x, w, algorithm)
+        finally:
+            self.xp.release()  # the result stays valid: it is a view that keeps its buffer alive
 
     def unavailable_reason(self) -> Optional[str]:
         if compiler() is None:
@@ -150,3 +199,4 @@ class EmulatorBackend(CudaBackend):
         launch.check()
         seed = self.seed if self.seed is not None else shuffle_seed()
         load_module(launch.file, launch.defines).launch(launch, seed=seed or 0, shuffle=seed is not None)
+        self.xp.check(launch)
