@@ -351,8 +351,15 @@ def make_fake_cupy(calls):
 
     ns = FakeCuPy(RawModule=RawModule, cuda=types.SimpleNamespace(Device=Device), is_available=lambda: True)
     for name in ("empty", "asarray", "ascontiguousarray"):
-        setattr(ns, name, getattr(np, name))
+        setattr(ns, name, lambda *a, _f=getattr(np, name), **k: _f(*a, **k).view(DeviceArray))
     return ns
+
+
+class DeviceArray(np.ndarray):
+    """A NumPy array that, like a CuPy array, must be fetched with .get()."""
+
+    def get(self):
+        return np.asarray(self)
 
 
 @needs_emulator
@@ -370,10 +377,16 @@ def test_cupy_backend_launch_path_on_a_stand_in(monkeypatch):
         for algorithm in ("direct", "gemm"):
             np.testing.assert_array_equal(be.run(p, x, w, algorithm), gpuconv.conv2d_reference(x, w, p))
         be.run(p, x, w, "gemm")
+        # bfloat16: CuPy has no such arrays, so the data lives on the device as uint16, bit for bit
+        pb = problem(x.shape, w.shape, dtype=gpuconv.dtypes.bfloat16)
+        yb = be.run(pb, x.astype(pb.dtype), w.astype(pb.dtype), "gemm")
+        assert yb.dtype == pb.dtype
+        np.testing.assert_array_equal(yb.astype(np.float64), gpuconv.conv2d_reference(x, w, p).astype(pb.dtype))
     finally:
         cupy_backend._module.cache_clear()
     modules = [c for c in calls if c[0] == "RawModule"]
     assert len(modules) == 3, "one module per kernel file (direct, im2col, gemm), compiled once each"
+    assert any(c[0] == "launch" and c[1] == "conv_gemm_bf16_i32" for c in calls)
     assert all("-std=c++17" in opts and any(o.startswith("-I") for o in opts) for _, opts in modules)
     assert any(c[0] == "launch" and c[1] == "conv_direct_f32_i32" and c[3] == (256, 1, 1) for c in calls)
 

@@ -155,7 +155,7 @@ class Im2colGemm(GemmLaunches):
 
     def run(self, p, x, w, out):
         mc = self.rows_per_chunk(p)
-        col = self.backend.xp.empty(p.G * mc * p.R, p.dtype)
+        col = self.backend.xp.empty(p.G * mc * p.R, self.backend.storage_dtype(p.dtype))
         bits = self.bits(x.size, w.size, out.size, col.size)
         conv = conv_problem_struct(p)
         total = p.G * mc * p.R

@@ -25,13 +25,26 @@ class CudaBackend(Backend):
         from .algorithms import auto_order
         return pick_first([self._algos[n] for n in auto_order(p)], p, self.auto_rule())
 
+    # element dtype -> dtype of the arrays that hold it, where the array module lacks the type
+    storage: dict = {}
+
+    def storage_dtype(self, dtype):
+        return self.storage.get(dtype, dtype)
+
     def launch(self, launch) -> None:
         raise NotImplementedError
 
+    def to_device(self, a, dtype):
+        stored = self.storage_dtype(dtype)
+        if stored != dtype:  # reinterpret the bits on the host, where the type exists
+            a = (a.get() if self.owns(a) else a).view(stored)
+        return self.xp.ascontiguousarray(self.xp.asarray(a))
+
     def run(self, p: ConvProblem, x, w, algorithm: str):
-        xp = self.xp
         algo = self.choose(p) if algorithm == "auto" else self._algos[algorithm]
-        out = xp.empty(p.output_shape, p.dtype)
+        out = self.xp.empty(p.output_shape, self.storage_dtype(p.dtype))
         if not p.is_empty:
-            algo.run(p, xp.ascontiguousarray(xp.asarray(x)), xp.ascontiguousarray(xp.asarray(w)), out)
+            algo.run(p, self.to_device(x, p.dtype), self.to_device(w, p.dtype), out)
+        if self.storage_dtype(p.dtype) != p.dtype:
+            return out.get().view(p.dtype)
         return out

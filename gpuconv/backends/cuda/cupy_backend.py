@@ -9,6 +9,9 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
+import numpy as np
+
+from ...dtypes import bfloat16
 from .backend import CudaBackend
 from .launch import Launch
 from .sources import CudaHeadersNotFound, cuda_include_dirs, load_source
@@ -35,6 +38,9 @@ def _module(file: str, defines: tuple[tuple[str, int], ...], device_id: int):
 class CupyBackend(CudaBackend):
     name = "cupy"
     summary = "gpuconv's CUDA kernels on an NVIDIA GPU through CuPy (NVRTC)"
+    # CuPy has no bfloat16 arrays: bfloat16 data travels and lives on the GPU as uint16, bit for bit,
+    # and comes back as NumPy bfloat16.
+    storage = {bfloat16: np.dtype(np.uint16)}
 
     @property
     def xp(self):
@@ -62,7 +68,7 @@ class CupyBackend(CudaBackend):
         return type(array).__module__.split(".")[0] == "cupy"
 
     def launch(self, launch: Launch) -> None:
-        launch.check()
+        launch.check(self.storage)
         cupy = _cupy()
         module = _module(launch.file, launch.defines, cupy.cuda.Device().id)
         kernel = module.get_function(launch.kernel)

@@ -31,12 +31,12 @@ class Launch:
     args: tuple
     defines: tuple[tuple[str, int], ...] = ()   # -D macros (tile sizes) the module is compiled with
 
-    def check(self) -> None:
+    def check(self, storage: dict | None = None) -> None:
         entries = entries_of(self.file)
         if self.kernel not in entries:
             raise ValueError(f"kernel {self.kernel!r} is not an entry point of {self.file}.cu: "
                              f"expected one of {sorted(entries)}")
-        check_args(entries[self.kernel], self.args)
+        check_args(entries[self.kernel], self.args, storage)
         for axis, (g, limit) in enumerate(zip(self.grid, MAX_GRID)):
             if not 1 <= g <= limit:
                 raise ValueError(f"kernel {self.kernel}: grid dimension {'xyz'[axis]}={g} outside 1..{limit}")

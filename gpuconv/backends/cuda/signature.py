@@ -83,8 +83,13 @@ def _is_array(a) -> bool:
     return isinstance(a, np.ndarray) or type(a).__module__.split(".")[0] == "cupy"
 
 
-def check_args(entry: Entry, args: tuple) -> None:
-    """Raise TypeError/ValueError naming the kernel and parameter for any argument that does not match."""
+def check_args(entry: Entry, args: tuple, storage: dict | None = None) -> None:
+    """Raise TypeError/ValueError naming the kernel and parameter for any argument that does not match.
+
+    storage: element dtype -> the dtype an array module stores it as (CuPy has no bfloat16, so the
+    cupy backend keeps bfloat16 data in uint16 arrays, bit for bit).
+    """
+    storage = storage or {}
     if len(args) != len(entry.params):
         raise TypeError(f"kernel {entry.name} takes {len(entry.params)} arguments "
                         f"({', '.join(p.name for p in entry.params)}), got {len(args)}")
@@ -93,8 +98,8 @@ def check_args(entry: Entry, args: tuple) -> None:
         if p.pointer:
             if not _is_array(a):
                 raise TypeError(f"{where}: expected an array, got {type(a).__name__}")
-            if a.dtype != p.dtype:
-                raise TypeError(f"{where}: expected an array of {p.dtype}, got {a.dtype}")
+            if a.dtype != storage.get(p.dtype, p.dtype):
+                raise TypeError(f"{where}: expected an array of {storage.get(p.dtype, p.dtype)}, got {a.dtype}")
             if not a.flags.c_contiguous:
                 raise ValueError(f"{where}: the array must be C-contiguous")
             if not p.const and not getattr(a.flags, "writeable", True):
