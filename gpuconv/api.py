@@ -5,11 +5,20 @@ import numpy as np
 
 from . import config
 from .backends import available_backends, get_backend
+from .nonfinite import add_nonfinite_terms, split_filters
 from .problem import parse_problem
 
 
 def _is_cupy(a) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"
+
+
+def _like(a, ref):
+    """`a` in the array module of `ref` (NumPy or CuPy)."""
+    if _is_cupy(ref) and not _is_cupy(a):
+        import cupy
+        return cupy.asarray(a)
+    return a.get() if _is_cupy(a) and not _is_cupy(ref) else a
 
 
 def _as_array(name: str, a):
@@ -69,11 +78,8 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     if be.name != "cupy":
         x, w = (a.get() if _is_cupy(a) else a for a in (x, w))
     x4 = x.reshape((p.N,) + tuple(x.shape[-3:]))
-    y = be.run(p, x4, w, algorithm)
-    y = y.reshape(tuple(batch_shape) + tuple(y.shape[1:]))
-    if _is_cupy(x) and not _is_cupy(y):
-        import cupy
-        return cupy.asarray(y)
-    if not _is_cupy(x) and _is_cupy(y):
-        return y.get()
-    return y
+    w_finite, bad = split_filters(w)
+    y = be.run(p, x4, w_finite, algorithm)
+    if len(bad) and not p.is_empty:
+        add_nonfinite_terms(p, _like(x4, y), _like(w, y), y, bad)
+    return _like(y.reshape(tuple(batch_shape) + tuple(y.shape[1:])), x)  # the caller's array type

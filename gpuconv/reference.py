@@ -3,7 +3,8 @@
     y[n, oh, ow, k] = sum over kh, kw, c in group(k) of
                       x[n, oh*SH - PT + kh*DH, ow*SW - PL + kw*DW, c] * w[kh, kw, c - g*CG, k]
 
-with out-of-range input pixels counting as zero. Vectorised only over (n, oh, ow) and channels, one
+where a tap that falls outside the image (on padding) adds no term — TensorFlow's meaning, which
+matters for non-finite filters (it is not 0 * w). Vectorised only over (n, oh, ow) and channels, one
 filter tap and one group at a time, so every term of the sum is visible in the code.
 """
 from __future__ import annotations
@@ -28,10 +29,10 @@ def conv2d_reference(x, w, p: ConvProblem) -> np.ndarray:
             ok_w = (iw >= 0) & (iw < p.W)
             if not ok_h.any() or not ok_w.any():
                 continue
-            patch = x[:, np.clip(ih, 0, p.H - 1)][:, :, np.clip(iw, 0, p.W - 1)]
-            patch = np.where((ok_h[:, None] & ok_w[None, :])[None, :, :, None], patch, 0.0)
+            patch = x[:, ih[ok_h]][:, :, iw[ok_w]]            # the input pixels this tap reads
+            rows, cols = np.flatnonzero(ok_h), np.flatnonzero(ok_w)
             for g in range(p.G):
-                y[..., g * p.KG:(g + 1) * p.KG] += (
+                y[:, rows[:, None], cols[None, :], g * p.KG:(g + 1) * p.KG] += (
                     patch[..., g * p.CG:(g + 1) * p.CG] @ w[kh, kw, :, g * p.KG:(g + 1) * p.KG])
     return y.transpose(0, 3, 1, 2) if p.layout == "NCHW" else y
 

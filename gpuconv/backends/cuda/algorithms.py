@@ -145,7 +145,7 @@ class Im2colGemm(GemmLaunches):
 
     def rows_per_chunk(self, p: ConvProblem) -> int:
         row_bytes = p.G * p.R * np.dtype(p.dtype).itemsize
-        return min(p.M, config.settings.cuda_workspace_bytes // row_bytes, 2 ** 31 - 1)
+        return min(max(p.M, 1), config.settings.cuda_workspace_bytes // row_bytes, 2 ** 31 - 1)
 
     def why_not(self, p: ConvProblem) -> Optional[str]:
         if self.rows_per_chunk(p) < 1:
