@@ -30,6 +30,9 @@
 #ifndef DIRECT_THREAD_K
 #define DIRECT_THREAD_K 4
 #endif
+#ifndef DIRECT_MIN_BLOCKS_F64
+#define DIRECT_MIN_BLOCKS_F64 3
+#endif
 #define DIRECT_TILE_P (DIRECT_TILE_OH * DIRECT_TILE_OW)
 #define DIRECT_THREADS (DIRECT_TILE_P * (DIRECT_TILE_K / DIRECT_THREAD_K))
 
@@ -47,7 +50,7 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
     const int taps = p.KH * p.KW;
     GPUCONV_DYNAMIC_SHARED(A, smem);
     A* patch = smem;                  // [CC][PH][PW]
-    A* filt = smem + CC * PH * PW;    // [taps][CC][DIRECT_TILE_K]
+    A* filt = smem + CC * PH * PW;    // [CC][taps][DIRECT_TILE_K]
 
     const int tiles_w = ceil_div(p.OW, DIRECT_TILE_OW);
     const int tiles = tiles_w * ceil_div(p.OH, DIRECT_TILE_OH);
@@ -64,7 +67,7 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
     const int kq = t / DIRECT_TILE_P;
     const int py = pix / DIRECT_TILE_OW, px = pix % DIRECT_TILE_OW;
     const int ih0 = oh0 * p.SH - p.PT, iw0 = ow0 * p.SW - p.PL;
-    const I xbase = I(n) * I(p.xsN);
+    const I xbase = I(n) * I(p.xsN);  // 64-bit only in the i64 variants
     // Stage in the order x is laid out in memory, so neighbouring threads read neighbouring elements.
     const bool channels_fastest = p.xsC == 1;
 
@@ -72,8 +75,12 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
 #pragma unroll
     for (int j = 0; j < DIRECT_THREAD_K; ++j) acc[j] = A(0);
 
+    // This thread's output pixel inside the staged patch, and the patch offsets between filter taps.
+    const int pix0 = py * p.SH * PW + px * p.SW;
+    const int tap_row = p.DH * PW, tap_col = p.DW;
     for (int c0 = 0; c0 < p.CG; c0 += CC) {
         const int cc = min(CC, p.CG - c0);
+        const T* xc = x + xbase + I(g * p.CG + c0) * I(p.xsC);
         for (int i = t; i < cc * PH * PW; i += DIRECT_THREADS) {
             int c, ph, pw;
             if (channels_fastest) {
@@ -84,26 +91,30 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
             const int ih = ih0 + ph, iw = iw0 + pw;
             A v = A(0);
             if (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)
-                v = load_acc(x[xbase + I(ih) * I(p.xsH) + I(iw) * I(p.xsW) + I(g * p.CG + c0 + c) * I(p.xsC)]);
+                v = load_acc(xc[I(ih) * I(p.xsH) + I(iw) * I(p.xsW) + I(c) * I(p.xsC)]);
             patch[(c * PH + ph) * PW + pw] = v;
         }
-        for (int i = t; i < taps * cc * DIRECT_TILE_K; i += DIRECT_THREADS) {
+        // filt[c][tap][kk]: for one channel the taps are consecutive, so the inner loop walks one pointer
+        const T* wc = w + I(c0) * I(p.K) + g * p.KG + k0;
+        for (int i = t; i < cc * taps * DIRECT_TILE_K; i += DIRECT_THREADS) {
             const int kk = i % DIRECT_TILE_K;
-            const int c = (i / DIRECT_TILE_K) % cc;
-            const int tap = i / (DIRECT_TILE_K * cc);
+            const int tap = (i / DIRECT_TILE_K) % taps;
+            const int c = i / (DIRECT_TILE_K * taps);
             A v = A(0);
-            if (k0 + kk < p.KG) v = load_acc(w[(I(tap) * p.CG + c0 + c) * I(p.K) + g * p.KG + k0 + kk]);
-            filt[(tap * CC + c) * DIRECT_TILE_K + kk] = v;
+            if (k0 + kk < p.KG) v = load_acc(wc[(I(tap) * p.CG + c) * I(p.K) + kk]);
+            filt[(c * taps + tap) * DIRECT_TILE_K + kk] = v;
         }
         __syncthreads();
-        for (int c = 0; c < cc; ++c)
-            for (int kh = 0; kh < p.KH; ++kh)
-                for (int kw = 0; kw < p.KW; ++kw) {
-                    const A v = patch[(c * PH + py * p.SH + kh * p.DH) * PW + px * p.SW + kw * p.DW];
-                    const A* f = filt + ((kh * p.KW + kw) * CC + c) * DIRECT_TILE_K + kq * DIRECT_THREAD_K;
+        for (int c = 0; c < cc; ++c) {
+            const A* pc = patch + c * PH * PW + pix0;
+            const A* f = filt + c * taps * DIRECT_TILE_K + kq * DIRECT_THREAD_K;
+            for (int kh = 0; kh < p.KH; ++kh, pc += tap_row)
+                for (int kw = 0; kw < p.KW; ++kw, f += DIRECT_TILE_K) {
+                    const A v = pc[kw * tap_col];
 #pragma unroll
                     for (int j = 0; j < DIRECT_THREAD_K; ++j) acc[j] += v * f[j];
                 }
+        }
         __syncthreads();  // the next step overwrites the staged tiles
     }
 
@@ -119,13 +130,16 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
 }
 
 // Entry points: element type x index type. Same parameters for all; the launcher picks one.
+// The double variants hold twice the register bytes per accumulator; left to its own heuristics
+// ptxas caps them at 64 registers on some architectures and spills, so they ask for 3 resident
+// blocks instead, which allows up to 85 registers.
 extern "C" __global__ void __launch_bounds__(DIRECT_THREADS)
 conv_direct_f32_i32(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int CC) { direct_conv<float, int>(p, x, w, y, CC); }
 extern "C" __global__ void __launch_bounds__(DIRECT_THREADS)
 conv_direct_f32_i64(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int CC) { direct_conv<float, long long>(p, x, w, y, CC); }
-extern "C" __global__ void __launch_bounds__(DIRECT_THREADS)
+extern "C" __global__ void __launch_bounds__(DIRECT_THREADS, DIRECT_MIN_BLOCKS_F64)
 conv_direct_f64_i32(const ConvProblem p, const double* __restrict__ x, const double* __restrict__ w, double* __restrict__ y, int CC) { direct_conv<double, int>(p, x, w, y, CC); }
-extern "C" __global__ void __launch_bounds__(DIRECT_THREADS)
+extern "C" __global__ void __launch_bounds__(DIRECT_THREADS, DIRECT_MIN_BLOCKS_F64)
 conv_direct_f64_i64(const ConvProblem p, const double* __restrict__ x, const double* __restrict__ w, double* __restrict__ y, int CC) { direct_conv<double, long long>(p, x, w, y, CC); }
 extern "C" __global__ void __launch_bounds__(DIRECT_THREADS)
 conv_direct_f16_i32(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, int CC) { direct_conv<__half, int>(p, x, w, y, CC); }

@@ -163,6 +163,7 @@ def build_options(arch: str, defines=(), options: Iterable[str] = (),
             include_dirs = cuda_include_dirs()
         except CudaHeadersNotFound:
             include_dirs = ()  # a kernel that includes <cuda_fp16.h> then fails with a hint
+    # NVRTC 13.5 accepts both -Xptxas=-v and --ptxas-options=-v; -std=c++17 is its default, made explicit
     opts = [f"--gpu-architecture={arch}", "-Xptxas=-v", "-std=c++17"]
     opts += [f"-I{d}" for d in include_dirs]
     opts += _define_options(defines)

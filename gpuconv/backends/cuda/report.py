@@ -21,10 +21,15 @@ the blocks resident on one SM are the minimum over
                  sub-partitions of 16384 registers each; a block must also fit 65536 registers
                  per block with its warp count rounded up to a multiple of 4
   - shared mem:  (static shared + the 1 KiB the driver reserves per block on sm_80+), rounded up
-                 to 256 B (sm_7x) or 128 B (sm_8x/9x), against the largest carveout per SM
-  - barriers:    named barriers per SM (2 per block slot on sm_75/80/90, 1 on sm_86/89)
+                 to 256 B (sm_7x) or 128 B (sm_8x/9x), against the largest carveout per SM (a block
+                 needing more than 48 KiB is assumed to have opted in to the maximum, as it must)
+  - barriers:    on sm_90 only (as in cuda_occupancy.h): 2 named barriers per block slot, shared by
+                 the blocks according to the barriers ptxas says each uses
+tests/test_nvrtc_report.py checks this port against cuda_occupancy.h itself (built with the host
+compiler) on a few thousand cases.
+
 Dynamic shared memory is unknown at compile time: for an entry point that uses `extern __shared__`
-the figure is an upper bound (marked "<="); `--dynamic-smem BYTES` adds a per-block amount.
+the figure is an upper bound (marked "<="); `--dynamic-smem BYTES` adds a per-block amount to those.
 """
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ class SmLimits:
     smem_per_sm: int
     smem_reserved_per_block: int
     smem_granularity: int
-    barriers_per_block_slot: int
+    barriers_per_block_slot: int  # 0: barriers do not limit occupancy on this arch
     regs_per_sm: int = 65536
     regs_per_block: int = 65536
     reg_granularity: int = 256  # registers per warp are allocated in units of 256
@@ -65,13 +70,13 @@ class SmLimits:
 KiB = 1024
 SM_LIMITS = {
     "sm_75": SmLimits("sm_75", max_warps=32, max_blocks=16, smem_per_sm=64 * KiB, smem_reserved_per_block=0,
-                      smem_granularity=256, barriers_per_block_slot=2),
+                      smem_granularity=256, barriers_per_block_slot=0),
     "sm_80": SmLimits("sm_80", max_warps=64, max_blocks=32, smem_per_sm=164 * KiB, smem_reserved_per_block=KiB,
-                      smem_granularity=128, barriers_per_block_slot=2),
+                      smem_granularity=128, barriers_per_block_slot=0),
     "sm_86": SmLimits("sm_86", max_warps=48, max_blocks=16, smem_per_sm=100 * KiB, smem_reserved_per_block=KiB,
-                      smem_granularity=128, barriers_per_block_slot=1),
+                      smem_granularity=128, barriers_per_block_slot=0),
     "sm_89": SmLimits("sm_89", max_warps=48, max_blocks=24, smem_per_sm=100 * KiB, smem_reserved_per_block=KiB,
-                      smem_granularity=128, barriers_per_block_slot=1),
+                      smem_granularity=128, barriers_per_block_slot=0),
     "sm_90": SmLimits("sm_90", max_warps=64, max_blocks=32, smem_per_sm=228 * KiB, smem_reserved_per_block=KiB,
                       smem_granularity=128, barriers_per_block_slot=2),
 }
@@ -119,7 +124,7 @@ def occupancy(arch: str, threads: int, registers: int, smem: int, barriers: int 
         limits["shared memory"] = 0
     elif smem_alloc:
         limits["shared memory"] = L.smem_per_sm // smem_alloc
-    if barriers:
+    if barriers and L.barriers_per_block_slot:
         limits["barriers"] = L.max_blocks * L.barriers_per_block_slot // barriers
     # on ties the first in this order is named: warps (full occupancy) before the block cap, and
     # barriers only when they bind on their own (their limit is a multiple of the block cap)
@@ -243,7 +248,8 @@ class KernelReport:
     def occupancy(self, f: FunctionStats, dynamic_smem: int = 0) -> Optional[Occupancy]:
         if not f.entry or f.threads is None or f.registers is None:
             return None
-        return occupancy(self.arch, f.threads, f.registers, f.smem + dynamic_smem, f.barriers)
+        extra = dynamic_smem if f.dynamic_smem else 0  # only kernels with `extern __shared__` get it
+        return occupancy(self.arch, f.threads, f.registers, f.smem + extra, f.barriers)
 
 
 def kernel_source(path: Path) -> str:
@@ -414,7 +420,7 @@ def run(args) -> int:
     for b in bad:
         print(f"FAIL: {b}", file=sys.stderr)
     n_fn = sum(f.entry for r in reports for f in r.functions)
-    print(f"{len(reports)} compilations ({len({r.file for r in reports})} files x "
+    print(f"{len(reports)} compilation(s) ({len({r.file for r in reports})} files x "
           f"{len({r.arch for r in reports})} archs), {n_fn} entry points, "
           f"{'no errors, no spills' if not bad else f'{len(bad)} problem(s)'}")
     return 1 if bad else 0
