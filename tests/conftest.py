@@ -15,6 +15,7 @@ import dataclasses
 import os
 from typing import Optional
 
+import numpy as np
 import pytest
 
 import gpuconv
@@ -77,7 +78,6 @@ class Target:
 
     def conv(self, x, w, strides=1, padding="VALID", data_format="NHWC", dilations=None):
         """gpuconv.conv2d on this backend/algorithm; skips when the algorithm cannot run the problem."""
-        import numpy as np
         xa, wa = np.asarray(x), np.asarray(w)
         why = self.why_not(self.problem(xa, wa, strides, padding, data_format, dilations))
         if why is not None:

@@ -1,0 +1,157 @@
+"""gpuconv against tf.nn.conv2d (TensorFlow CPU), the definition of the semantics we copy.
+
+Both results are held to the same reference-based bound (tolerances.py), so |ours - TF| is at most
+twice that bound, and TF's own agreement with the float64 reference proves the reference's semantics.
+TF is never called with inputs it mishandles (empty outputs, rank-3 input, batch padding): those are
+tested against our own rules in test_errors.py / test_arrays.py.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+tf = pytest.importorskip("tensorflow")
+
+import configs
+from configs import CURATED, CURATED_IDS
+from gpuconv.reference import conv2d_reference
+from tolerances import assert_close, assert_result, is_exact
+
+# Two threads at most: the test machine's cores are shared.
+try:
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+except RuntimeError:  # already initialised by an earlier import in this process
+    pass
+
+
+def _to_nhwc_padding(padding):
+    if isinstance(padding, str):
+        return padding
+    return [padding[0], padding[2], padding[3], padding[1]]
+
+
+def _to_nhwc_pair(v):
+    return [v[0], v[2], v[3], v[1]] if isinstance(v, (list, tuple)) and len(v) == 4 else v
+
+
+def tf_conv(case: configs.Case, x, w) -> np.ndarray:
+    """tf.nn.conv2d on the case's arguments. NCHW runs natively where TF's CPU kernels allow it, else
+    through NHWC transposes (the definition of NCHW) with the 4-form arguments reordered."""
+    # gpuconv accepts padding strings in any case; TF only upper case.
+    padding = case.padding.upper() if isinstance(case.padding, str) else case.padding
+    kw = dict(strides=case.strides, padding=padding, dilations=case.dilations)
+    if case.data_format == "NHWC":
+        return tf.nn.conv2d(x, w, data_format="NHWC", **kw).numpy()
+    try:
+        return tf.nn.conv2d(x, w, data_format="NCHW", **kw).numpy()
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        xt = np.moveaxis(x, -3, -1)
+        y = tf.nn.conv2d(xt, w, strides=_to_nhwc_pair(case.strides), padding=_to_nhwc_padding(padding),
+                         dilations=_to_nhwc_pair(case.dilations), data_format="NHWC").numpy()
+        return np.moveaxis(y, -1, -3)
+
+
+_TF_CACHE: dict = {}
+
+
+def _curated_tf(case, dtype, seed):
+    """TF's result for a curated case, computed once per session (every target compares with it)."""
+    key = (case.id, dtype, seed)
+    if key not in _TF_CACHE:
+        x, w = configs.random_inputs(case, dtype, seed=seed)
+        _TF_CACHE[key] = (x, w, tf_conv(case, x, w))
+    return _TF_CACHE[key]
+
+
+def _compare(target, case, x, w, t):
+    p = target.problem(x, w, **case.kwargs())
+    y = target.conv(x, w, **case.kwargs())
+    assert y.shape == t.shape, f"{case.id}: shape {y.shape}, TensorFlow {t.shape}"
+    ref = conv2d_reference(x.reshape(p.input_shape), w, p)
+    assert_close(t, x, w, p, "tensorflow", ref=ref)  # the reference means what TF means
+    assert_result(y, x, w, p, target.resolve(p), ref=ref)
+
+
+@pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
+def test_curated_float32(case, target):
+    x, w, t = _curated_tf(case, "float32", 11)
+    _compare(target, case, x, w, t)
+
+
+DTYPE_CASES = [c for c in CURATED if c.id in ("rgb_c3_k5_same", "groups_2", "depthwise_m2_stride2",
+                                               "nchw_same_stride2", "dilation_stride_same")]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("case", DTYPE_CASES, ids=[c.id for c in DTYPE_CASES])
+def test_curated_other_dtypes(case, dtype, target):
+    """Shape and dtype as TF's; values against the reference with that dtype's bound (TF-CPU's own
+    half-precision accumulation is not what we promise, so only float64 TF values are bounded)."""
+    x, w, t = _curated_tf(case, dtype, 12)
+    p = target.problem(x, w, **case.kwargs())
+    y = target.conv(x, w, **case.kwargs())
+    assert (y.shape, y.dtype) == (t.shape, t.dtype)
+    ref = conv2d_reference(x.reshape(p.input_shape), w, p)
+    if dtype == "float64":
+        assert_close(t, x, w, p, "tensorflow", ref=ref)
+    assert_result(y, x, w, p, target.resolve(p), ref=ref)
+
+
+def test_generated_float32(target):
+    """Hypothesis-generated configurations against TF."""
+    s = target.scale
+
+    @settings(max_examples=max(6, s.examples // 2), deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(data=st.data())
+    def check(data):
+        case, dtype = data.draw(configs.cases(s, ("float32",)))
+        assume(target.can_run(case, dtype) is None)
+        x, w = configs.random_inputs(case, dtype, seed=13)
+        _compare(target, case, x, w, tf_conv(case, x, w))
+
+    check()
+
+
+def test_error_no_worse_than_twice_tensorflow(target):
+    """Issue 2: on a deep layer the NumPy backend's float32 error against the float64 reference is at
+    most twice TF-CPU's (max and RMS error)."""
+    if target.backend != "numpy":
+        pytest.skip(f"the 2x-TF accuracy goal is the NumPy backend's; {target.backend} is held to the "
+                    f"reference bound of tolerances.py")
+    case = configs.Case("deep_layer", (2,), 14, 14, 256, 3, 3, 256, 64, padding="SAME")
+    x, w = configs.random_inputs(case, "float32", seed=14)
+    p = target.problem(x, w, **case.kwargs())
+    # The goal binds what users get by default ("auto"), whatever it picks; only an explicitly
+    # requested inexact algorithm (e.g. algorithm="winograd") is the user's own trade of accuracy for speed.
+    if not is_exact(target.algorithm):
+        pytest.skip(f"{target.algorithm} trades accuracy for speed by design (tolerances.INEXACT)")
+    y = target.conv(x, w, **case.kwargs()).astype(np.float64)
+    t = tf_conv(case, x, w).astype(np.float64)
+    ref = conv2d_reference(x, w, p)
+    ours, theirs = np.abs(y - ref), np.abs(t - ref)
+    tiny = 1e-30
+    rms = lambda e: float(np.sqrt(np.mean(e ** 2)))
+    algo = target.resolve(p)
+    assert ours.max() <= 2 * theirs.max() + tiny, \
+        f"{algo}: max error {ours.max():.3g} > 2 x TensorFlow's {theirs.max():.3g}"
+    assert rms(ours) <= 2 * rms(theirs) + tiny, f"{algo}: RMS error {rms(ours):.3g} > 2 x TensorFlow's {rms(theirs):.3g}"
+
+
+def test_tensorflow_skips_padding_taps_for_nonfinite_filters():
+    """TF's meaning of a padded tap is "no term", not "0 * w": a NaN filter tap leaves the outputs
+    whose tap falls in the padding finite. test_arrays.py holds every backend to this."""
+    x = np.ones((1, 3, 3, 1), np.float32)
+    w = np.ones((3, 3, 1, 1), np.float32)
+    w[0, 0, 0, 0] = np.nan
+    t = tf.nn.conv2d(x, w, 1, "SAME").numpy()[0, :, :, 0]
+    # tap (0, 0) reads the input only for outputs (1, 1), (1, 2), (2, 1), (2, 2).
+    expect_nan = np.zeros((3, 3), bool)
+    expect_nan[1:, 1:] = True
+    np.testing.assert_array_equal(np.isnan(t), expect_nan)
