@@ -64,6 +64,8 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     w = _as_array("filters", filters)
     p, batch_shape = parse_problem(x.shape, x.dtype, w.shape, w.dtype, strides, padding, data_format, dilations)
     be = _resolve_backend(backend, x, p)
+    if x.dtype != p.dtype or w.dtype != p.dtype:  # non-native byte order
+        x, w = x.astype(p.dtype), w.astype(p.dtype)
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or one of "
                         f"{sorted(be.algorithms())}")

@@ -12,7 +12,8 @@ _NAMES = ", ".join(str(d) for d in SUPPORTED)
 def check_dtypes(x_dtype, w_dtype) -> np.dtype:
     """Input and filters must share one supported float dtype; returns it."""
     try:
-        xd, wd = np.dtype(x_dtype), np.dtype(w_dtype)
+        # byte order is storage, not type: a big-endian float32 is converted, not refused
+        xd, wd = (np.dtype(d).newbyteorder("=") for d in (x_dtype, w_dtype))
     except TypeError:
         raise TypeError(f"input dtype {x_dtype!r} / filters dtype {w_dtype!r}: expected one of {_NAMES}") from None
     if xd not in SUPPORTED or wd not in SUPPORTED or xd != wd:

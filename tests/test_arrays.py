@@ -207,3 +207,13 @@ def test_nonfinite_filter_tap(value, padding, target):
     else:
         assert np.isposinf(y1[hit]).all(), "+Inf times positive inputs must stay +Inf (no 0 * Inf = NaN)"
     assert np.isfinite(np.delete(y, 1, axis=3)).all(), "other output channels must stay finite"
+
+
+def test_big_endian_inputs_are_converted(target):
+    """Byte order is storage: '>f4' data gives the same result as native float32."""
+    rng = np.random.default_rng(31)
+    x = rng.integers(-3, 4, (1, 5, 6, 3)).astype(np.float32)
+    w = rng.integers(-3, 4, (3, 3, 3, 4)).astype(np.float32)
+    y = target.conv(x.astype(">f4"), w.astype(">f4"), padding="SAME")
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, target.conv(x, w, padding="SAME"))
