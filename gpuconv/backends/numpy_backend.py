@@ -52,6 +52,41 @@ def _covers(tap, block) -> bool:
     return a == 0 and b == block[3] - block[2] and c == 0 and d == block[5] - block[4]
 
 
+# Block sizes in bytes of workspace, below the workspace bound: chosen so that a block's working set stays
+# in the caches between the copy and the GEMM (im2col) or across the KH*KW multiply-adds (depthwise).
+# Measured with bench/tune_numpy.py on a 2-core EPYC (2 MiB L2 per core, 32 MiB L3).
+GEMM_BLOCK_BYTES = 4 << 20
+DEPTHWISE_BLOCK_BYTES = 4 << 20
+
+
+def block_budget(cap: int) -> int:
+    return min(cap, config.settings.numpy_workspace_bytes)
+
+
+def _input_slab(p: ConvProblem, xv, block, ct, slab_buf):
+    """The input pixels an output block reads, zero outside the image: [nb, hs, ws, C] in NHWC and dtype
+    ct. A view of the input when the block reads no padding and no conversion is needed; else a copy
+    in slab_buf (grown when too small). Returns (slab, slab_buf)."""
+    n0, n1, oh0, oh1, ow0, ow1 = block
+    h0, w0 = oh0 * p.SH - p.PT, ow0 * p.SW - p.PL
+    hs = (oh1 - oh0 - 1) * p.SH + (p.KH - 1) * p.DH + 1
+    ws = (ow1 - ow0 - 1) * p.SW + (p.KW - 1) * p.DW + 1
+    inside = h0 >= 0 and w0 >= 0 and h0 + hs <= p.H and w0 + ws <= p.W
+    if inside and xv.dtype == ct and xv.strides[3] == xv.itemsize:
+        return xv[n0:n1, h0:h0 + hs, w0:w0 + ws], slab_buf
+    need = (n1 - n0) * hs * ws * p.C
+    if slab_buf is None or slab_buf.size < need:
+        slab_buf = np.empty(need, ct)
+    slab = slab_buf[:need].reshape(n1 - n0, hs, ws, p.C)
+    a0, a1 = max(h0, 0), min(h0 + hs, p.H)
+    b0, b1 = max(w0, 0), min(w0 + ws, p.W)
+    if not inside:
+        slab.fill(0)
+    if a1 > a0 and b1 > b0:
+        slab[:, a0 - h0:a1 - h0, b0 - w0:b1 - w0] = xv[n0:n1, a0:a1, b0:b1]
+    return slab, slab_buf
+
+
 class Pointwise(Algorithm):
     name = "pointwise"
     summary = "1x1 stride-1 unpadded: a plain (grouped) GEMM on the input, no im2col"
@@ -99,23 +134,36 @@ class Im2colGemm(Algorithm):
         ct = accumulator(p.dtype)
         wg = group_filters(w, p, ct)                      # [G, R, KG]
         xv, yv = nhwc_view(x, p.layout), nhwc_view(out, p.layout)
-        per_pixel = ct.itemsize * (p.G * p.R + p.K)       # column row + GEMM result row
-        buf = None
-        for block in output_blocks(p, per_pixel, config.settings.numpy_workspace_bytes):
+        # column row + GEMM result row (+ for G = 1 the block's input slab, at most SH*SW*C... a pixel;
+        # rounded up generously because the filter's reach adds rows and columns)
+        per_pixel = ct.itemsize * (p.G * p.R + p.K + (p.G == 1) * p.SH * p.SW * p.C * 4)
+        buf, slab_buf = None, None
+        for block in output_blocks(p, per_pixel, block_budget(GEMM_BLOCK_BYTES)):
             n0, n1, oh0, oh1, ow0, ow1 = block
             nb, hb, wb = n1 - n0, oh1 - oh0, ow1 - ow0
             rows = nb * hb * wb
             if buf is None:
                 buf = np.empty(rows * p.G * p.R, ct)       # the first block is the largest
             col = buf[:rows * p.G * p.R].reshape(p.G, nb, hb, wb, p.KH, p.KW, p.CG)
-            taps = list(_taps(p, block))
-            if not all(_covers(t, block) for t in taps):
-                col.fill(0)
-            for kh, kw, (a, b), (c, d), rs, cs in taps:
-                if rs is None or cs is None:
-                    continue
-                src = xv[n0:n1, rs, cs].reshape(nb, b - a, d - c, p.G, p.CG)
-                col[:, :, a:b, c:d, kh, kw, :] = src.transpose(3, 0, 1, 2, 4)
+            if p.G == 1:
+                # One strided copy from a zero-padded slab of the block's input: for dilation 1 a filter
+                # row's KW*C inputs are contiguous, so the copy moves runs of KW*C values, not C (the
+                # 7x7 stem with C = 3 copies 21-value runs instead of 3-value ones).
+                slab, slab_buf = _input_slab(p, xv, block, ct, slab_buf)
+                sn, sh, sw, sc = slab.strides
+                view = np.lib.stride_tricks.as_strided(
+                    slab, (nb, hb, wb, p.KH, p.KW, p.C),
+                    (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc), writeable=False)
+                np.copyto(col[0], view)
+            else:
+                taps = list(_taps(p, block))
+                if not all(_covers(t, block) for t in taps):
+                    col.fill(0)
+                for kh, kw, (a, b), (c, d), rs, cs in taps:
+                    if rs is None or cs is None:
+                        continue
+                    src = xv[n0:n1, rs, cs].reshape(nb, b - a, d - c, p.G, p.CG)
+                    col[:, :, a:b, c:d, kh, kw, :] = src.transpose(3, 0, 1, 2, 4)
             target = yv[n0:n1, oh0:oh1, ow0:ow1]
             a_mat = col.reshape(p.G, rows, p.R)
             if p.G == 1 and out.dtype == ct and target.flags.c_contiguous:
@@ -138,15 +186,22 @@ class Depthwise(Algorithm):
         wt = w.astype(ct, copy=False).reshape(p.KH, p.KW, p.C, mult)
         xv, yv = nhwc_view(x, p.layout), nhwc_view(out, p.layout)
         per_pixel = 2 * ct.itemsize * p.K                 # accumulator + product
-        for block in output_blocks(p, per_pixel, config.settings.numpy_workspace_bytes):
+        bufs = None
+        for block in output_blocks(p, per_pixel, block_budget(DEPTHWISE_BLOCK_BYTES)):
             n0, n1, oh0, oh1, ow0, ow1 = block
-            acc = np.zeros((n1 - n0, oh1 - oh0, ow1 - ow0, p.C, mult), ct)
-            tmp = np.empty_like(acc)
+            shape = (n1 - n0, oh1 - oh0, ow1 - ow0, p.C, mult)
+            if bufs is None:                              # the first block is the largest: reuse it
+                bufs = np.empty((2, int(np.prod(shape))), ct)
+            acc, tmp = (b[:int(np.prod(shape))].reshape(shape) for b in bufs)
+            acc.fill(0)
             for kh, kw, (a, b), (c, d), rs, cs in _taps(p, block):
                 if rs is None or cs is None:
                     continue
                 t = tmp[:, a:b, c:d]
-                np.multiply(xv[n0:n1, rs, cs][..., None], wt[kh, kw], out=t)
+                if mult == 1:      # no broadcast axis: NumPy runs the multiply unbuffered
+                    np.multiply(xv[n0:n1, rs, cs], wt[kh, kw, :, 0], out=t[..., 0])
+                else:
+                    np.multiply(xv[n0:n1, rs, cs][..., None], wt[kh, kw], out=t)
                 np.add(acc[:, a:b, c:d], t, out=acc[:, a:b, c:d])
             yv[n0:n1, oh0:oh1, ow0:ow1] = acc.reshape(acc.shape[:3] + (p.K,))
 
@@ -169,10 +224,18 @@ class NumpyBackend(Backend):
 
     def auto_rule(self) -> str:
         return ("pointwise for 1x1/stride 1/unpadded; depthwise when CG=1; winograd for 3x3 stride-1 "
-                "undilated layers it accepts; gemm otherwise")
+                "undilated layers whose per-GEMM reduction (input channels of a bundle of groups) is >= 16; "
+                "gemm otherwise")
 
     def choose(self, p: ConvProblem) -> Algorithm:
         order = [self._algos[n] for n in ("pointwise", "depthwise", "winograd", "gemm") if n in self._algos]
+        if "winograd" in self._algos:
+            from .winograd import bundle_size
+            # With a handful of input channels (the seed case's RGB, C = 3) Winograd's GEMMs have a
+            # reduction of 3 and run far from peak, while im2col's reduction is 9x longer: measured 2x
+            # slower than gemm at C = 3, faster from C = 16 up (bench/tune_numpy.py).
+            if bundle_size(p) * p.CG < 16:
+                order.remove(self._algos["winograd"])
         return pick_first(order, p, self.auto_rule())
 
     def owns(self, array) -> bool:
