@@ -137,11 +137,11 @@ class Gpuconv(Impl):
             return Prepared(run=lambda: gpuconv.conv2d(x, w, **kwargs), to_numpy=np.asarray)
         import cupy
         xd, wd = cupy.asarray(x), cupy.asarray(w)
-        stream = cupy.cuda.get_current_stream()
+        device = cupy.cuda.Device()
 
         def run():
             y = gpuconv.conv2d(xd, wd, **kwargs)
-            stream.synchronize()
+            device.synchronize()               # whatever stream the kernels went to
             return y
         return Prepared(run=run, to_numpy=cupy.asnumpy)
 
@@ -186,11 +186,10 @@ class TensorFlow(Impl):
     def unavailable(self):
         if not _installed("tensorflow"):
             return "not installed (pip install tensorflow-cpu, or tensorflow for the GPU)"
-        if self.device == "gpu":
-            _quiet_tensorflow()
-            import tensorflow as tf
-            if not tf.config.list_physical_devices("GPU"):
-                return "TensorFlow sees no GPU"
+        _quiet_tensorflow()
+        import tensorflow as tf        # imported here, before the progress bar, so its banner prints first
+        if self.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+            return "TensorFlow sees no GPU"
         return None
 
     def prepare(self, case):
@@ -234,10 +233,9 @@ class Torch(Impl):
     def unavailable(self):
         if not _installed("torch"):
             return "not installed (pip install torch)"
-        if self.device == "gpu":
-            import torch
-            if not torch.cuda.is_available():
-                return "PyTorch sees no CUDA device"
+        import torch
+        if self.device == "gpu" and not torch.cuda.is_available():
+            return "PyTorch sees no CUDA device"
         return None
 
     def prepare(self, case):
@@ -280,19 +278,32 @@ class Torch(Impl):
 
 class Jax(Impl):
     kind = "framework"
-    name = "jax-cpu"
     memory = "not measured: XLA's allocator is invisible to tracemalloc"
 
+    def __init__(self, device: str):
+        self.device = device
+        self.name = f"jax-{device}"
+
+    def _device(self):
+        import jax
+        return jax.devices("gpu" if self.device == "gpu" else "cpu")[0]
+
     def unavailable(self):
-        return None if _installed("jax") else "not installed (pip install jax jaxlib)"
+        if not _installed("jax"):
+            return "not installed (pip install jax jaxlib; jax[cuda13] for the GPU)"
+        try:
+            self._device()           # also pays for the import before the progress bar starts
+        except RuntimeError as e:
+            return f"JAX has no {self.device.upper()} backend: {str(e).splitlines()[0]}"
+        return None
 
     def prepare(self, case):
         import jax
         if case.p.dtype == np.float64:
             jax.config.update("jax_enable_x64", True)     # else JAX silently computes float64 in float32
         from jax import lax
-        cpu = jax.devices("cpu")[0]
-        x, w = jax.device_put(case.x, cpu), jax.device_put(case.w, cpu)
+        dev = self._device()
+        x, w = jax.device_put(case.x, dev), jax.device_put(case.w, dev)
         conv = jax.jit(lambda a, b: lax.conv_general_dilated(
             a, b, window_strides=case.strides, padding=list(case.pads), rhs_dilation=case.dilations,
             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=case.p.G))
@@ -333,8 +344,8 @@ class SeedPerPixel(Impl):
 
 def make_peers(per_pixel_budget: int) -> dict[str, Impl]:
     """Every peer by name, in the order they are timed."""
-    impls = [TensorFlow("cpu"), Torch("cpu"), Jax(), SeedShiftMatmul(), SeedPerPixel(per_pixel_budget),
-             TensorFlow("gpu"), Torch("gpu")]
+    impls = [TensorFlow("cpu"), Torch("cpu"), Jax("cpu"), SeedShiftMatmul(), SeedPerPixel(per_pixel_budget),
+             TensorFlow("gpu"), Torch("gpu"), Jax("gpu")]
     return {impl.name: impl for impl in impls}
 
 

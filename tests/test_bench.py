@@ -1,0 +1,146 @@
+"""`gpuconv bench`: the layer suite, the seed baselines and peer adapters against the float64 reference, and a
+`--quick` run's JSON and chart. No timing assertions: only that the numbers exist and hang together."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gpuconv import conv2d_reference, parse_problem
+from gpuconv.bench import peers, seeds
+from gpuconv.bench.layers import BY_NAME, LAYERS, QUICK_LAYERS, Layer
+from gpuconv.bench.runner import make_case
+from gpuconv.cli import main as cli_main
+
+
+def test_layer_suite_parses_and_covers_the_issue_list():
+    for layer in LAYERS:
+        p, _ = parse_problem(layer.input_shape, np.float32, layer.filter_shape, np.float32, layer.stride,
+                             layer.padding, "NHWC", layer.dilation)
+        assert p.flops > 0 and layer.why
+    ps = {layer.name: parse_problem(layer.input_shape, np.float32, layer.filter_shape, np.float32, layer.stride,
+                                    layer.padding, "NHWC", layer.dilation)[0] for layer in LAYERS}
+    assert ps["seed_32x32x3_k16"].describe().startswith("N=100 H=32 W=32 C=3 KH=3 KW=3 K=16")
+    assert (ps["resnet_stem_7x7s2"].PT, ps["resnet_stem_7x7s2"].PB) == (2, 3)    # TF's asymmetric SAME
+    assert any(p.is_depthwise for p in ps.values())
+    assert any(p.G == 32 and p.CG == 4 for p in ps.values())
+    assert any(p.DH == 2 for p in ps.values()) and any(p.SH == 2 and p.KH == 3 for p in ps.values())
+    assert sum(p.is_pointwise for p in ps.values()) == 2
+    assert {p.H for p in ps.values() if p.KH == 3 and p.SH == 1 and p.G == 1 and p.DH == 1} >= {7, 14, 28, 56, 224}
+    assert set(QUICK_LAYERS) <= set(BY_NAME)
+
+
+SMALL = [
+    Layer("stem_like", "asymmetric SAME, stride 2", N=2, H=11, W=9, C=3, KH=7, KW=7, K=5, stride=2),
+    Layer("grouped", "groups", N=1, H=6, W=7, C=8, KH=3, KW=3, K=4, groups=4),
+    Layer("depthwise", "depthwise x2 multiplier", N=1, H=5, W=5, C=3, KH=3, KW=3, K=6, groups=3),
+    Layer("dilated", "dilation 2", N=1, H=9, W=8, C=4, KH=3, KW=2, K=3, dilation=2),
+    Layer("valid", "VALID", N=3, H=6, W=6, C=2, KH=3, KW=3, K=2, padding="VALID"),
+]
+
+
+@pytest.mark.parametrize("layer", SMALL, ids=lambda lay: lay.name)
+def test_seed_approaches_match_the_reference(layer):
+    case = make_case(layer, np.dtype(np.float32), 0)
+    ref = conv2d_reference(case.x, case.w, case.p)
+    np.testing.assert_allclose(seeds.shift_and_matmul(case.x, case.w, case.p), ref, rtol=1e-5, atol=1e-5)
+    first, count = 1, case.p.OH * case.p.OW - 2
+    got = seeds.per_pixel(case.x, case.w, case.p, first, count)
+    np.testing.assert_allclose(got, ref[0].reshape(-1, case.p.K)[first:first + count], rtol=1e-5, atol=1e-5)
+    # The extrapolation's multiply-add count: the sample over all pixels of one image, times N.
+    assert seeds.multiply_adds(case.p, 0, case.p.OH * case.p.OW) * case.p.N == seeds.multiply_adds(case.p)
+
+
+def test_per_pixel_rejects_a_window_outside_the_output():
+    case = make_case(SMALL[-1], np.dtype(np.float32), 0)
+    with pytest.raises(ValueError, match="count"):
+        seeds.per_pixel(case.x, case.w, case.p, 0, case.p.OH * case.p.OW + 1)
+
+
+@pytest.mark.parametrize("name", ["tf-cpu", "torch-cpu", "jax-cpu"])
+def test_framework_adapters_compute_tf_conv2d(name):
+    """Layouts, HWIO->OIHW weights, TF's asymmetric SAME pads, groups and dilation in each peer's own API."""
+    impl = peers.make_peers(1000)[name]
+    why = impl.unavailable()
+    if why is not None:
+        pytest.skip(f"{name}: {why}")
+    for layer in SMALL:
+        case = make_case(layer, np.dtype(np.float32), 0)
+        prep = impl.prepare(case)
+        got = prep.to_numpy(prep.run())
+        np.testing.assert_allclose(got, conv2d_reference(case.x, case.w, case.p), rtol=1e-4, atol=1e-4,
+                                   err_msg=f"{name} on {layer.name}")
+
+
+def test_bad_options_name_the_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "--layers", "resnet_3x3_56,nope"])
+    assert e.value.code == 2
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--backends", "numpy:nosuch"])
+    assert "nosuch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--repeats", "0"])
+    assert "--repeats" in capsys.readouterr().err
+
+
+def test_quick_run_writes_json_and_chart(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gpuconv", "bench", "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (json_path,) = tmp_path.glob("bench-float32-*.json")
+    (png_path,) = tmp_path.glob("bench-float32-*.png")
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rep = json.loads(json_path.read_text())
+
+    assert rep["schema"] == "gpuconv-bench/1" and rep["settings"]["quick"] is True
+    m = rep["machine"]
+    assert m["cpu_model"] and m["logical_cores"] >= 1 and m["versions"]["numpy"] == np.__version__
+    assert isinstance(m["threadpools"], list) and m["threadpools"], "threadpoolctl saw no BLAS"
+    assert [lr["name"] for lr in rep["layers"]] == list(QUICK_LAYERS)
+    for note in rep["not_run"]:
+        assert note["reason"], note
+
+    tf_ran = "tf-cpu" in rep["settings"]["implementations"]
+    for lr in rep["layers"]:
+        layer = BY_NAME[lr["name"]]
+        p, _ = parse_problem(lr["input_shape"], np.float32, lr["filter_shape"], np.float32, layer.stride,
+                             layer.padding, "NHWC", layer.dilation)
+        assert lr["flops"] == p.flops and lr["output_shape"] == list(p.output_shape)
+        by = {r["impl"]: r for r in lr["results"]}
+        assert set(by) == set(rep["settings"]["implementations"])
+        assert by["gpuconv-numpy"]["status"] == "ok", by["gpuconv-numpy"]
+        assert by["gpuconv-numpy"]["algorithm_used"]
+        for r in lr["results"]:
+            if r["status"] != "ok":
+                assert r["reason"], r
+                continue
+            t = r["time_s"]
+            assert 0 < t["min"] <= t["q1"] <= t["median"] <= t["q3"] <= t["max"]
+            assert t["repeats"] == len(t["samples"]) >= 1
+            assert math.isclose(r["gflops"], lr["flops"] / t["median"] / 1e9, rel_tol=1e-9)
+            # outputs are O(1) by construction: float32 results within 1e-3 of the float64 reference
+            assert r["max_abs_error"] < 1e-3, r
+            if r["memory_method"] == "tracemalloc":
+                assert isinstance(r["extra_memory_bytes"], int) and r["extra_memory_bytes"] >= 0
+            else:
+                assert r["extra_memory_bytes"] is None and r["memory_method"].startswith("not measured")
+            if tf_ran:
+                assert r["ratio_to_tf"] > 0 and r["ratio_to_fastest_peer"] > 0
+        if "seed-per-pixel" in by and by["seed-per-pixel"]["status"] == "ok":
+            assert by["seed-per-pixel"]["extrapolated"]["time_scale"] > 1
+        if tf_ran:
+            assert lr["tf_max_abs_error"] == by["tf-cpu"]["max_abs_error"]
+
+    if tf_ran:
+        s = rep["summary"]["gpuconv-numpy"]
+        ratios = [by["ratio_to_tf"] for lr in rep["layers"] for by in lr["results"] if by["impl"] == "gpuconv-numpy"]
+        assert math.isclose(s["geomean_ratio_to_tf"], math.exp(np.mean(np.log(ratios))), rel_tol=1e-9)
+        assert s["worst_layer"]["ratio_to_tf"] == max(ratios)
+        seeds_ok = [by for lr in rep["layers"] for by in lr["results"] if by["kind"] == "seed" and by["status"] == "ok"]
+        assert s["beats_every_seed_on_every_layer"] is (None if not seeds_ok else not s["seed_losses"])
