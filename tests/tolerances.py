@@ -29,12 +29,12 @@ from gpuconv.reference import abs_conv_bound, conv2d_reference
 C_OUT = 1.0            # c: one rounding of the result to the output dtype
 C_ACC = 2.0            # c': accumulation, for algorithms that sum the products themselves
 
-# c' for algorithms whose arithmetic is not a reordering of the products' sum. Winograd F(2x2,3x3)
-# and F(4x4,3x3) amplify rounding errors by the norms of their transform matrices (Lavin & Gray 2016,
-# Barabasz et al. 2020): about 4x and 30x a direct sum respectively. Their error also comes from the
-# whole input tile, not from one output's receptive field, so for these the scale is normwise: the
-# largest (|x| conv |w|) of the whole output rather than each element's own.
-INEXACT = {"winograd": 64.0}
+# c' for algorithms whose arithmetic is not a reordering of the products' sum. Winograd amplifies
+# rounding errors by the norms of its transform matrices (Lavin & Gray 2016, Barabasz et al. 2020),
+# and its error comes from the whole input tile, not one output's receptive field, so for it the
+# scale is normwise: the largest (|x| conv |w|) of the whole output. Measured on this suite: F(2x2)
+# (float32/float64) stays within c' = 2, F(4x4) (half types only) within 8.
+INEXACT = {"winograd": 8.0}
 
 
 def is_exact(algorithm: str) -> bool:
