@@ -1,8 +1,10 @@
 """Process-wide settings. Each can also be set by an environment variable before import."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import threading
 
 
 def _env_bytes(name: str, default: int) -> int:
@@ -44,3 +46,22 @@ def set_workspace(numpy_bytes: int | None = None, cuda_bytes: int | None = None)
         settings.numpy_workspace_bytes = numpy_bytes
     if cuda_bytes is not None:
         settings.cuda_workspace_bytes = cuda_bytes
+
+
+_local = threading.local()
+
+
+def numpy_workspace_bytes() -> int:
+    """The NumPy backend's workspace bound for the calling thread: the whole bound, or this worker's
+    share of it while a call is split over worker threads."""
+    return getattr(_local, "numpy_bytes", None) or settings.numpy_workspace_bytes
+
+
+@contextlib.contextmanager
+def numpy_workspace_share(workers: int):
+    """Within the block, this thread may use 1/workers of the NumPy workspace bound."""
+    _local.numpy_bytes = max(1, settings.numpy_workspace_bytes // workers)
+    try:
+        yield
+    finally:
+        _local.numpy_bytes = None

@@ -271,3 +271,43 @@ def test_float32_error_at_most_twice_tensorflow(algo):
     y = gpuconv.conv2d(x, w, 1, "SAME", backend="numpy", algorithm=algo)
     err = np.abs(y.astype(np.float64) - ref).max()
     assert err <= 2 * err_tf, f"{algo} error {err:.3g} > 2 x TF's {err_tf:.3g}"
+
+
+# ---- batch split over worker threads ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("algo,xs,ws", [
+    ("depthwise", (5, 9, 10, 6), (3, 3, 1, 12)),      # uneven split, channel multiplier 2
+    ("winograd", (3, 12, 10, 16), (3, 3, 4, 16)),     # groups: Winograd splits when G > 1
+])
+def test_worker_split_matches_one_thread(algo, xs, ws, monkeypatch):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    be = nb.NumpyBackend()
+    p = parse_problem(xs, np.float32, ws, np.float32, 1, "SAME")[0]
+    algorithm = be.algorithms()[algo]
+    if nb.cpu_workers() < 2:
+        monkeypatch.setattr(nb, "cpu_workers", lambda: 2)
+    assert algorithm.workers(p) >= 2 or not nb.can_limit_blas()
+    split = be.run(p, x, w, algo)
+    monkeypatch.setattr(type(algorithm), "workers", lambda self, p: 1)
+    whole = be.run(p, x, w, algo)
+    tolerances.assert_result(split, x, w, p, algorithm=algo)
+    if algo == "depthwise":   # the same arithmetic per image, whichever thread runs it
+        np.testing.assert_array_equal(split, whole)
+
+
+def test_worker_share_of_the_workspace(monkeypatch):
+    seen = []
+    real = nb.output_blocks
+
+    def spy(p, per_pixel, budget):
+        seen.append(budget)
+        return real(p, per_pixel, budget)
+    monkeypatch.setattr(nb, "output_blocks", spy)
+    monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", 1 << 20)
+    monkeypatch.setattr(nb, "cpu_workers", lambda: 2)
+    x = np.ones((4, 8, 8, 4), np.float32)
+    gpuconv.conv2d(x, np.ones((3, 3, 1, 4), np.float32), padding="SAME", backend="numpy", algorithm="depthwise")
+    assert seen and all(b <= (1 << 20) // 2 for b in seen), seen
+    assert gpuconv.config.numpy_workspace_bytes() == 1 << 20   # the share ends with the call
