@@ -417,6 +417,35 @@ def print_table(report: dict, console) -> None:
                       f"faster than every seed approach on every layer: {seeds}")
 
 
+def markdown_table(report: dict) -> str:
+    """The run as a Markdown table (median ms per implementation), for the README."""
+    impls = report["settings"]["implementations"]
+    m = report["machine"]
+    head = (f"Measured {report['date']} with `{report['command']}`, {report['settings']['dtype']}, "
+            f"{m.get('cpu_model')} ({m.get('usable_cores')} cores), median of {report['settings']['repeats']} "
+            f"runs in ms; * = extrapolated from a sample.\n\n")
+    cols = ["layer", "GFLOP", *impls, "gpuconv / TF", "error / TF's"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for lr in report["layers"]:
+        by = {r["impl"]: r for r in lr["results"]}
+        cells = [lr["name"], f"{lr['flops'] / 1e9:.2f}"]
+        for name in impls:
+            r = by.get(name)
+            t = (r or {}).get("time_s") or {}
+            if not t:
+                cells.append("-")
+                continue
+            cell = _ms(t["median"]) + ("*" if r.get("extrapolated") else "")
+            if r.get("algorithm_used"):
+                cell += f" ({r['algorithm_used']})"
+            cells.append(cell)
+        ours = next((r for r in lr["results"] if r.get("kind") == "gpuconv" and r.get("time_s")), {})
+        cells += [_x(ours.get("ratio_to_tf")),
+                  f"{ours['error_ratio_to_tf']:.2f}" if ours.get("error_ratio_to_tf") is not None else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
 def draw_chart(report: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -543,6 +572,9 @@ def run(args) -> int:
     json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
     print_table(report, console)
     console.print(f"JSON: {json_path}")
+    md_path = out_dir / f"{stem}.md"
+    md_path.write_text(markdown_table(report))
+    console.print(f"Markdown table: {md_path}")
     if not args.no_chart:
         png_path = out_dir / f"{stem}.png"
         draw_chart(report, png_path)

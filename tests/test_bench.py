@@ -97,6 +97,10 @@ def test_quick_run_writes_json_and_chart(tmp_path):
     (png_path,) = tmp_path.glob("bench-float32-*.png")
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = json.loads(json_path.read_text())
+    (md_path,) = tmp_path.glob("bench-float32-*.md")
+    md_rows = [line for line in md_path.read_text().splitlines() if line.startswith("| ")]
+    assert len(md_rows) == 1 + len(rep["layers"])        # header + one row per layer
+    assert all(f"| {lr['name']} |" in md_path.read_text() for lr in rep["layers"])
 
     assert rep["schema"] == "gpuconv-bench/1" and rep["settings"]["quick"] is True
     m = rep["machine"]
