@@ -13,7 +13,7 @@ import pytest
 import gpuconv
 from gpuconv import config
 from gpuconv.backends import available_backends, get_backend
-from gpuconv.backends.cuda import cupy_backend, emulator, launch as launch_mod
+from gpuconv.backends.cuda import cupy_backend, emulator
 from gpuconv.backends.cuda.launch import Launch, index_bits
 from gpuconv.backends.cuda.params import CONV_PROBLEM_DTYPE, GEMM_PROBLEM_DTYPE, conv_problem_struct
 from gpuconv.backends.cuda.signature import check_args, entries_of, parse_entries

@@ -289,8 +289,8 @@ def test_compile_error_is_reported_not_raised(tmp_path):
     path.write_text('extern "C" __global__ void k(float* y) { y[0] = nope; }\n')
     (r,) = report.compile_report([path], ["sm_80"])
     assert r.error is not None and "nope" in r.error
-    assert report.problems([r]) == [f'broken.cu [sm_80]: compile error: broken.cu(1): error: identifier "nope" '
-                                    f'is undefined']
+    assert report.problems([r]) == ['broken.cu [sm_80]: compile error: broken.cu(1): error: identifier "nope" '
+                                    'is undefined']
 
 
 # ---------------------------------------------------------------- occupancy, computed by hand

@@ -135,7 +135,7 @@ def test_reference_nonfinite_filter_tap_only_where_it_reads_input(padding):
 
 @pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
 def test_reference_matches_tensorflow_float64(case):
-    tf = pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorflow")
     from test_tensorflow import tf_conv
     x, w = configs.random_inputs(case, "float64", seed=35)
     ref, p = _reference(case, x, w)

@@ -72,7 +72,7 @@ def block_budget(cap: int) -> int:
     return min(cap, config.numpy_workspace_bytes())
 
 
-def _input_slab(p: ConvProblem, xv, block, ct, slab_buf):
+def input_slab(p: ConvProblem, xv, block, ct, slab_buf):
     """The input pixels an output block reads, zero outside the image: [nb, hs, ws, C] in NHWC and dtype
     ct. A view of the input when the block reads no padding and no conversion is needed; else a copy
     in slab_buf (grown when too small). Returns (slab, slab_buf)."""
@@ -83,10 +83,11 @@ def _input_slab(p: ConvProblem, xv, block, ct, slab_buf):
     inside = h0 >= 0 and w0 >= 0 and h0 + hs <= p.H and w0 + ws <= p.W
     if inside and xv.dtype == ct and xv.strides[3] == xv.itemsize:
         return xv[n0:n1, h0:h0 + hs, w0:w0 + ws], slab_buf
-    need = (n1 - n0) * hs * ws * p.C
+    C = xv.shape[3]  # p.C, or a channel slice of it (Winograd's filter blocks)
+    need = (n1 - n0) * hs * ws * C
     if slab_buf is None or slab_buf.size < need:
         slab_buf = np.empty(need, ct)
-    slab = slab_buf[:need].reshape(n1 - n0, hs, ws, p.C)
+    slab = slab_buf[:need].reshape(n1 - n0, hs, ws, C)
     a0, a1 = max(h0, 0), min(h0 + hs, p.H)
     b0, b1 = max(w0, 0), min(w0 + ws, p.W)
     if not inside:
@@ -158,7 +159,7 @@ class Im2colGemm(Algorithm):
                 # One strided copy from a zero-padded slab of the block's input: for dilation 1 a filter
                 # row's KW*C inputs are contiguous, so the copy moves runs of KW*C values, not C (the
                 # 7x7 stem with C = 3 copies 21-value runs instead of 3-value ones).
-                slab, slab_buf = _input_slab(p, xv, block, ct, slab_buf)
+                slab, slab_buf = input_slab(p, xv, block, ct, slab_buf)
                 sn, sh, sw, sc = slab.strides
                 view = np.lib.stride_tricks.as_strided(
                     slab, (nb, hb, wb, p.KH, p.KW, p.C),

@@ -29,14 +29,17 @@ Tile size: F(2x2,3x3) for float32/float64, F(4x4,3x3) for half types on large im
 from __future__ import annotations
 
 from math import prod
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
 
 from .. import config
+from ..chunks import output_blocks
 from ..dtypes import accumulator
 from ..problem import ConvProblem
 from .base import Algorithm
+from .numpy_backend import input_slab
 
 
 def toom_cook(m: int, r: int, points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,22 +157,8 @@ def bundle_size(p: ConvProblem) -> int:
 
 def _chunks(N: int, nth: int, ntw: int, tiles: int):
     """(n0, n1, th0, th1, tw0, tw1) blocks of about `tiles` tiles: whole images, else tile rows, else
-    segments of one tile row."""
-    per_image = nth * ntw
-    if tiles >= per_image:
-        nb = tiles // per_image
-        for n0 in range(0, N, nb):
-            yield n0, min(N, n0 + nb), 0, nth, 0, ntw
-    elif tiles >= ntw:
-        rb = tiles // ntw
-        for n in range(N):
-            for th0 in range(0, nth, rb):
-                yield n, n + 1, th0, min(nth, th0 + rb), 0, ntw
-    else:
-        for n in range(N):
-            for th in range(nth):
-                for tw0 in range(0, ntw, tiles):
-                    yield n, n + 1, th, th + 1, tw0, min(ntw, tw0 + tiles)
+    segments of one tile row — output_blocks' split, on the grid of tiles instead of pixels."""
+    return output_blocks(SimpleNamespace(N=N, OH=nth, OW=ntw), 1, tiles)
 
 
 # Tiles per chunk are chosen so that one chunk's transformed input V (t*t*tiles*C values) is about this
@@ -271,9 +260,8 @@ class Winograd(Algorithm):
     def _run_block(self, p: ConvProblem, tf, xv, yv, u, avail: int, ct):
         """Winograd for the channels in xv / yv (NHWC views) with the transformed filters u."""
         m, t = tf.m, tf.t
-        tt, mm = t * t, m * m
+        tt = t * t
         C, K = xv.shape[3], yv.shape[3]
-        nbun, bc, bk = u.shape[1], u.shape[2], u.shape[3]
         nth, ntw = -(-p.OH // m), -(-p.OW // m)
         isz = ct.itemsize
         # Per-tile workspace: D then M share one buffer, V then Y the other, plus the input slab.
@@ -281,9 +269,8 @@ class Winograd(Algorithm):
         per_tile = isz * (2 * tt * wide + tt * C)          # the slab holds at most t*t*C per tile
         tiles = max(1, min(max(per_tile, avail) // per_tile, CHUNK_BYTES // (isz * tt * C)))
         tiles = min(tiles, p.N * nth * ntw)
-        # One thread drives the chunks; BLAS threads work inside each GEMM. (Worker threads per chunk with a
-        # single-threaded BLAS were measured 1.1-3x slower on 2 cores: the GIL hand-offs between the many
-        # short NumPy calls cost more than the parallel elementwise work gains.)
+        # One thread drives the chunks, BLAS threads work inside each GEMM (splitting the batch over worker
+        # threads instead pays only where the transforms dominate: see workers()).
         bufs = [np.empty(tt * tiles * wide, ct), np.empty(tt * tiles * wide, ct), None]
         for chunk in _chunks(p.N, nth, ntw, tiles):
             self._chunk(p, tf, xv, yv, u, ct, bufs, chunk)
@@ -295,73 +282,56 @@ class Winograd(Algorithm):
         C, K = xv.shape[3], yv.shape[3]
         nbun, bc, bk = u.shape[1], u.shape[2], u.shape[3]
         buf1, buf2, slab_buf = bufs
-        direct = p.layout == "NHWC" and xv.dtype == ct
         n0, n1, th0, th1, tw0, tw1 = chunk
-        if True:
-            nb, hr, wr = n1 - n0, th1 - th0, tw1 - tw0
-            T = nb * hr * wr
-            # 1. Input rows of the chunk, zero outside the image: h in [h0, h0 + hr*m + 2).
-            h0, w0 = th0 * m - p.PT, tw0 * m - p.PL
-            hs, ws = hr * m + 2, wr * m + 2
-            inside = h0 >= 0 and w0 >= 0 and h0 + hs <= p.H and w0 + ws <= p.W
-            if inside and direct:
-                slab = xv[n0:n1, h0:h0 + hs, w0:w0 + ws]
-            else:
-                need = nb * hs * ws * C
-                if slab_buf is None or slab_buf.size < need:      # the first chunk is the largest
-                    slab_buf = bufs[2] = np.empty(need, ct)
-                slab = slab_buf[:need].reshape(nb, hs, ws, C)
-                a0, a1 = max(h0, 0), min(h0 + hs, p.H)
-                b0, b1 = max(w0, 0), min(w0 + ws, p.W)
-                if not inside:
-                    slab.fill(0)
-                if a1 > a0 and b1 > b0:
-                    slab[:, a0 - h0:a1 - h0, b0 - w0:b1 - w0] = xv[n0:n1, a0:a1, b0:b1]
-            v = buf2[:tt * T * C].reshape(tt, T * C)
-            if tf.elementwise:
-                # 2+3. V = B^T d B as two passes of adds over strided views of the slab: rows, then columns.
-                u1 = buf1[:t * nb * hr * ws * C].reshape(t, nb, hr, ws, C)
-                for i in range(t):
-                    _combine(tf.bt[i], [slab[:, j:j + m * hr:m] for j in range(t)], u1[i])
-                v6 = v.reshape(t, t, nb, hr, wr, C)
-                for i in range(t):
-                    _combine(tf.bt[i], [u1[:, :, :, j:j + m * wr:m] for j in range(t)], v6[:, i])
-            else:
-                # 2. Gather the t x t input tiles: D[i, j, n, th, tw, c] = slab[n, th*m + i, tw*m + j, c].
-                sn, sh, sw, sc = slab.strides
-                tiles_view = np.lib.stride_tricks.as_strided(
-                    slab, (t, t, nb, hr, wr, C), (sh, sw, sn, m * sh, m * sw, sc), writeable=False)
-                d = buf1[:tt * T * C].reshape(t, t, nb, hr, wr, C)
-                np.copyto(d, tiles_view)
-                # 3. Input transform, one GEMM.
-                np.matmul(tf.bb, d.reshape(tt, T * C), out=v)
-            # 4. The tt elementwise stages as batched GEMMs over transform points (and group bundles).
-            mt = buf1[:tt * T * K].reshape(tt, T, K)
-            if nbun == 1:
-                np.matmul(v.reshape(tt, T, C), u[:, 0], out=mt)
-            else:
-                np.matmul(v.reshape(tt, T, nbun, bc).transpose(0, 2, 1, 3), u,
-                          out=mt.reshape(tt, T, nbun, bk).transpose(0, 2, 1, 3))
-            # 5. Output transform Y = A^T M A, and 6. scatter out[n, th*m + i, tw*m + j, k] = Y[i, j, n, th, tw, k].
-            r0, c0 = th0 * m, tw0 * m
-            if tf.elementwise:
-                mt6 = mt.reshape(t, t, nb, hr, wr, K)
-                z = buf2[:m * t * T * K].reshape(m, t, nb, hr, wr, K)
-                for i in range(m):
-                    _combine(tf.at[i], [mt6[j] for j in range(t)], z[i])
-                if r0 + hr * m <= p.OH and c0 + wr * m <= p.OW and yv.dtype == ct:
-                    # Whole tiles: the last pass writes straight into the output.
-                    dst = yv[n0:n1, r0:r0 + hr * m, c0:c0 + wr * m].reshape(nb, hr, m, wr, m, K)
-                    for j in range(m):
-                        _combine(tf.at[j], [z[:, i] for i in range(t)], dst[:, :, :, :, j].transpose(2, 0, 1, 3, 4))
-                    return
-                y = buf1[:mm * T * K].reshape(m, m, nb, hr, wr, K)
+        nb, hr, wr = n1 - n0, th1 - th0, tw1 - tw0
+        T, ws = nb * hr * wr, wr * m + 2
+        # 1. Input rows of the chunk, zero outside the image: [nb, hr*m + 2, wr*m + 2, C].
+        slab, bufs[2] = input_slab(p, xv, (n0, n1, th0 * m, th1 * m, tw0 * m, tw1 * m), ct, slab_buf)
+        v = buf2[:tt * T * C].reshape(tt, T * C)
+        if tf.elementwise:
+            # 2+3. V = B^T d B as two passes of adds over strided views of the slab: rows, then columns.
+            u1 = buf1[:t * nb * hr * ws * C].reshape(t, nb, hr, ws, C)
+            for i in range(t):
+                _combine(tf.bt[i], [slab[:, j:j + m * hr:m] for j in range(t)], u1[i])
+            v6 = v.reshape(t, t, nb, hr, wr, C)
+            for i in range(t):
+                _combine(tf.bt[i], [u1[:, :, :, j:j + m * wr:m] for j in range(t)], v6[:, i])
+        else:
+            # 2. Gather the t x t input tiles: D[i, j, n, th, tw, c] = slab[n, th*m + i, tw*m + j, c].
+            sn, sh, sw, sc = slab.strides
+            tiles_view = np.lib.stride_tricks.as_strided(
+                slab, (t, t, nb, hr, wr, C), (sh, sw, sn, m * sh, m * sw, sc), writeable=False)
+            d = buf1[:tt * T * C].reshape(t, t, nb, hr, wr, C)
+            np.copyto(d, tiles_view)
+            # 3. Input transform, one GEMM.
+            np.matmul(tf.bb, d.reshape(tt, T * C), out=v)
+        # 4. The tt elementwise stages as batched GEMMs over transform points (and group bundles).
+        mt = buf1[:tt * T * K].reshape(tt, T, K)
+        if nbun == 1:
+            np.matmul(v.reshape(tt, T, C), u[:, 0], out=mt)
+        else:
+            np.matmul(v.reshape(tt, T, nbun, bc).transpose(0, 2, 1, 3), u,
+                      out=mt.reshape(tt, T, nbun, bk).transpose(0, 2, 1, 3))
+        # 5. Output transform Y = A^T M A, and 6. scatter out[n, th*m + i, tw*m + j, k] = Y[i, j, n, th, tw, k].
+        r0, c0 = th0 * m, tw0 * m
+        if tf.elementwise:
+            mt6 = mt.reshape(t, t, nb, hr, wr, K)
+            z = buf2[:m * t * T * K].reshape(m, t, nb, hr, wr, K)
+            for i in range(m):
+                _combine(tf.at[i], [mt6[j] for j in range(t)], z[i])
+            if r0 + hr * m <= p.OH and c0 + wr * m <= p.OW and yv.dtype == ct:
+                # Whole tiles: the last pass writes straight into the output.
+                dst = yv[n0:n1, r0:r0 + hr * m, c0:c0 + wr * m].reshape(nb, hr, m, wr, m, K)
                 for j in range(m):
-                    _combine(tf.at[j], [z[:, i] for i in range(t)], y[:, j])
-            else:
-                y = buf2[:mm * T * K].reshape(m, m, nb, hr, wr, K)
-                np.matmul(tf.aa, mt.reshape(tt, T * K), out=y.reshape(mm, T * K))
-            self._scatter(yv[n0:n1], y.transpose(2, 3, 0, 4, 1, 5), r0, c0, p.OH, p.OW, m)
+                    _combine(tf.at[j], [z[:, i] for i in range(t)], dst[:, :, :, :, j].transpose(2, 0, 1, 3, 4))
+                return
+            y = buf1[:mm * T * K].reshape(m, m, nb, hr, wr, K)
+            for j in range(m):
+                _combine(tf.at[j], [z[:, i] for i in range(t)], y[:, j])
+        else:
+            y = buf2[:mm * T * K].reshape(m, m, nb, hr, wr, K)
+            np.matmul(tf.aa, mt.reshape(tt, T * K), out=y.reshape(mm, T * K))
+        self._scatter(yv[n0:n1], y.transpose(2, 3, 0, 4, 1, 5), r0, c0, p.OH, p.OW, m)
 
     @staticmethod
     def _scatter(yv, y6, r0, c0, OH, OW, m):

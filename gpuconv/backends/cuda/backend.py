@@ -34,6 +34,16 @@ class CudaBackend(Backend):
     def launch(self, launch) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def headers_reason():
+        """None when CUDA's half-precision headers are found (every kernel file includes them), else why."""
+        from .sources import CudaHeadersNotFound, cuda_include_dirs
+        try:
+            cuda_include_dirs()
+        except CudaHeadersNotFound as e:
+            return str(e)
+        return None
+
     def to_device(self, a, dtype):
         stored = self.storage_dtype(dtype)
         if stored != dtype:  # reinterpret the bits on the host, where the type exists

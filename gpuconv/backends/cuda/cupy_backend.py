@@ -14,7 +14,7 @@ import numpy as np
 from ...dtypes import bfloat16
 from .backend import CudaBackend
 from .launch import Launch
-from .sources import CudaHeadersNotFound, cuda_include_dirs, load_source
+from .sources import cuda_include_dirs, load_source
 
 NVRTC_OPTIONS = ("-std=c++17",)
 
@@ -58,11 +58,7 @@ class CupyBackend(CudaBackend):
                 return "no usable CUDA device or driver (cupy.is_available() is False)"
         except Exception as e:
             return f"CUDA is not usable: {e}"
-        try:
-            cuda_include_dirs()
-        except CudaHeadersNotFound as e:
-            return str(e)
-        return None
+        return self.headers_reason()
 
     def owns(self, array) -> bool:
         return type(array).__module__.split(".")[0] == "cupy"

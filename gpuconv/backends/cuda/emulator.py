@@ -26,7 +26,7 @@ import numpy as np
 from .backend import CudaBackend
 from .launch import Launch
 from .signature import Entry, parse_entries
-from .sources import CudaHeadersNotFound, cuda_include_dirs, kernel_dir, load_source, source_hash
+from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
 
 CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
 
@@ -186,11 +186,7 @@ class EmulatorBackend(CudaBackend):
     def unavailable_reason(self) -> Optional[str]:
         if compiler() is None:
             return "no C++ compiler (g++, c++ or clang++) on PATH"
-        try:
-            cuda_include_dirs()
-        except CudaHeadersNotFound as e:
-            return str(e)
-        return None
+        return self.headers_reason()
 
     def owns(self, array) -> bool:
         return False  # never chosen by "auto": a NumPy input goes to the numpy backend
