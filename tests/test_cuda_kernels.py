@@ -81,7 +81,7 @@ def test_struct_offsets_match_the_compiler(tmp_path, name, dtype):
 
 def test_every_kernel_has_every_dtype_and_index_variant():
     stems = [f.stem for f in kernel_files()]
-    assert {"direct", "im2col", "gemm"} <= set(stems)
+    assert {"direct", "depthwise", "im2col", "gemm"} <= set(stems)
     for stem in stems:
         names = set(entries_of(stem))
         prefixes = {n.rsplit("_", 2)[0] for n in names}
@@ -184,14 +184,14 @@ class Recorder:
 
 
 @needs_emulator
-@pytest.mark.parametrize("algorithm", ["direct", "gemm", "gemm1x1"])
+@pytest.mark.parametrize("algorithm", ["direct", "gemm", "gemm1x1", "depthwise"])
 @pytest.mark.parametrize("force64", [False, True])
 def test_index_variant_is_chosen_and_correct(monkeypatch, algorithm, force64):
     backend = get_backend("emulator")
     rec = Recorder(monkeypatch, backend)
     monkeypatch.setattr(config.settings, "cuda_force_index64", force64)
     rng = np.random.default_rng(1)
-    ws = (1, 1, 6, 5) if algorithm == "gemm1x1" else (3, 3, 6, 5)
+    ws = {"gemm1x1": (1, 1, 6, 5), "depthwise": (3, 3, 1, 12)}.get(algorithm, (3, 3, 6, 5))
     x = rng.integers(-3, 4, (2, 7, 8, 6)).astype(np.float32)
     w = rng.integers(-3, 4, ws).astype(np.float32)
     pad = "VALID" if algorithm == "gemm1x1" else "SAME"
@@ -206,7 +206,7 @@ def test_index_variant_is_chosen_and_correct(monkeypatch, algorithm, force64):
 
 def test_direct_refuses_what_does_not_fit_shared_memory_and_auto_falls_through():
     be = get_backend("emulator")
-    p = problem((1, 200, 200, 1), (31, 31, 1, 4), dil=3, dtype=np.float64)
+    p = problem((1, 200, 200, 2), (31, 31, 2, 4), dil=3, dtype=np.float64)
     why = be.algorithms()["direct"].why_not(p)
     assert why is not None and "shared memory" in why
     assert be.choose(p).name == "gemm"
@@ -222,7 +222,8 @@ def test_auto_rule_documented_and_followed():
     be = get_backend("emulator")
     assert be.choose(problem((1, 8, 8, 16), (1, 1, 16, 32), padding="VALID")).name == "gemm1x1"
     assert be.choose(problem((1, 8, 8, 3), (3, 3, 3, 16))).name == "direct"        # first layer: R = 27
-    assert be.choose(problem((1, 8, 8, 16), (3, 3, 1, 16))).name == "direct"       # depthwise
+    assert be.choose(problem((1, 8, 8, 16), (3, 3, 1, 16))).name == "depthwise"    # one channel per group
+    assert be.choose(problem((1, 8, 8, 16), (3, 3, 2, 16))).name == "direct"       # small groups
     assert be.choose(problem((1, 8, 8, 64), (3, 3, 64, 64))).name == "gemm"       # deep layer
     assert "gemm1x1" in be.auto_rule() and "direct" in be.auto_rule()
 

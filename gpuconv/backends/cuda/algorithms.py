@@ -19,15 +19,21 @@ from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, layout_strides, mak
 # Static + dynamic shared memory a block may use without opting in (all of sm_75 .. sm_90).
 MAX_SHARED_BYTES = 48 * 1024
 
-AUTO_RULE = ("gemm1x1 for 1x1 stride-1 unpadded filters; direct when a group is small (reduction "
-             "R = KH*KW*CG < 64, or fewer than 16 output channels per group: first layers, depthwise); "
-             "im2col-gemm otherwise; each falls through to the next that can run the problem")
+AUTO_RULE = ("gemm1x1 for 1x1 stride-1 unpadded filters; depthwise for one input channel per group; "
+             "direct when a group is small (reduction R = KH*KW*CG < 64, or fewer than 16 output channels "
+             "per group: first layers, small groups); im2col-gemm otherwise; each falls through to the "
+             "next that can run the problem")
 
 
 def auto_order(p: ConvProblem) -> list[str]:
     small = p.R < 64 or p.KG < 16
     order = ["direct", "gemm"] if small else ["gemm", "direct"]
-    return (["gemm1x1"] if p.is_pointwise else []) + order
+    return (["gemm1x1"] if p.is_pointwise else []) + (["depthwise"] if p.CG == 1 else []) + order
+
+
+def grid_stride_blocks(total: int, threads: int) -> int:
+    """Blocks for a grid-stride loop over `total` items: enough to fill any GPU, never past CUDA's limit."""
+    return max(1, min(-(-total // threads), 1 << 20))
 
 
 class CudaAlgorithm(Algorithm):
@@ -164,11 +170,27 @@ class Im2colGemm(GemmLaunches):
             rows = min(mc, p.M - m0)
             a = col[:p.G * rows * p.R]
             self.backend.launch(Launch(
-                file="im2col", kernel=im2col, grid=(min(-(-total // 256), 65535 * 16), 1, 1), block=(256, 1, 1),
+                file="im2col", kernel=im2col, grid=(grid_stride_blocks(total, 256), 1, 1), block=(256, 1, 1),
                 shared_mem=0, args=(conv, x, a, np.int32(m0), np.int32(rows))))
             a_strides = dict(a_mi=rows, a_s_img=0, a_s_m=p.R, a_s_r=1, a_s_g=rows * p.R)
             self.backend.launch(self.gemm_launch(p, a, w, out, rows, a_strides, m0, bits))
 
 
+class Depthwise(CudaAlgorithm):
+    name = "depthwise"
+    summary = "one input channel per group: one thread per output, KH*KW multiply-adds, coalesced loads"
+    file = "depthwise"
+    THREADS = 256
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
+
+    def run(self, p, x, w, out):
+        self.backend.launch(Launch(
+            file=self.file, kernel=entry_name("conv_depthwise", p.dtype, self.bits(x.size, w.size, out.size)),
+            grid=(grid_stride_blocks(out.size, self.THREADS), 1, 1), block=(self.THREADS, 1, 1), shared_mem=0,
+            args=(conv_problem_struct(p), x, w, out), defines=self.defines))
+
+
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:
-    return {a.name: a for a in (Direct(backend), Im2colGemm(backend), PointwiseGemm(backend))}
+    return {a.name: a for a in (Direct(backend), Depthwise(backend), Im2colGemm(backend), PointwiseGemm(backend))}
