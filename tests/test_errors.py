@@ -267,3 +267,32 @@ def test_integer_lists_are_not_silently_converted(backend):
 @pytest.mark.parametrize("value", [[[1.0, 2.0], [3.0]], object()])
 def test_not_array_like(value, backend):
     raises(TypeError, "input", x=value, backend=backend)
+
+
+# ---- settings -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"numpy_bytes": 0}, "numpy_bytes=0"),
+    ({"numpy_bytes": -5}, "numpy_bytes=-5"),
+    ({"cuda_bytes": 1.5}, "cuda_bytes=1.5"),
+    ({"cuda_bytes": True}, "cuda_bytes=True"),
+])
+def test_set_workspace_rejects_non_positive_or_non_int(kwargs, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment) + ".*positive int"):
+        gpuconv.set_workspace(**kwargs)
+
+
+def test_set_workspace_sets_the_bounds(monkeypatch):
+    monkeypatch.setattr(gpuconv.settings, "numpy_workspace_bytes", gpuconv.settings.numpy_workspace_bytes)
+    monkeypatch.setattr(gpuconv.settings, "cuda_workspace_bytes", gpuconv.settings.cuda_workspace_bytes)
+    gpuconv.set_workspace(numpy_bytes=1 << 20, cuda_bytes=2 << 20)
+    assert (gpuconv.settings.numpy_workspace_bytes, gpuconv.settings.cuda_workspace_bytes) == (1 << 20, 2 << 20)
+
+
+@pytest.mark.parametrize("value,fragment", [("lots", "not allowed: expected a number of bytes"),
+                                            ("0", "expected a positive number of bytes")])
+def test_workspace_environment_variable_is_checked(monkeypatch, value, fragment):
+    from gpuconv.config import Settings
+    monkeypatch.setenv("GPUCONV_NUMPY_WORKSPACE", value)
+    with pytest.raises(ValueError, match=f"GPUCONV_NUMPY_WORKSPACE={value!r}.*{fragment}"):
+        Settings()

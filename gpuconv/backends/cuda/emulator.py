@@ -17,6 +17,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -184,6 +185,9 @@ class EmulatorBackend(CudaBackend):
             self.xp.release()  # the result stays valid: it is a view that keeps its buffer alive
 
     def unavailable_reason(self) -> Optional[str]:
+        if not sys.platform.startswith("linux"):
+            # cuda_host.h relies on ucontext fibers and the linker's __start_/__stop_ section symbols (ELF)
+            return f"the emulator runs on Linux only (this is {sys.platform})"
         if compiler() is None:
             return "no C++ compiler (g++, c++ or clang++) on PATH"
         return self.headers_reason()
