@@ -423,3 +423,30 @@ def test_out_of_bounds_write_is_caught():
                     (conv_problem_struct(p), x, w, short, np.int32(4)))
     with pytest.raises(RuntimeError, match="conv_direct_f32_i32 wrote after the end of its 'y' array"):
         be.launch(launch)
+
+
+@needs_emulator
+@pytest.mark.parametrize("algorithm,defines", [
+    ("direct", (("DIRECT_TILE_OH", 4), ("DIRECT_TILE_OW", 16), ("DIRECT_TILE_K", 8), ("DIRECT_THREAD_K", 2))),
+    ("gemm", (("GEMM_BM", 32), ("GEMM_BN", 32), ("GEMM_BK", 8), ("GEMM_TM", 2), ("GEMM_TN", 4),
+              ("IM2COL_THREADS", 128))),
+    ("depthwise", (("DEPTHWISE_THREADS", 64),)),
+])
+def test_tile_macros_overridden_with_D_stay_consistent(monkeypatch, algorithm, defines):
+    """Launch geometry and shared memory come from the macros the kernel is compiled with, so a -D
+    override changes both sides together and the result stays exact."""
+    be = emulator.EmulatorBackend()
+    algo = be.algorithms()[algorithm]
+    monkeypatch.setattr(algo, "defines", defines)
+    rec = Recorder(monkeypatch, be)
+    rng = np.random.default_rng(7)
+    ws = (3, 3, 1, 10) if algorithm == "depthwise" else (3, 3, 5, 9)
+    x = rng.integers(-3, 4, (2, 9, 11, 5)).astype(np.float32)
+    w = rng.integers(-3, 4, ws).astype(np.float32)
+    p = problem(x.shape, ws, strides=(1, 2))
+    np.testing.assert_array_equal(be.run(p, x, w, algorithm), gpuconv.conv2d_reference(x, w, p))
+    assert all(launch.defines == defines for launch in rec.launches)
+    if algorithm == "direct":
+        assert rec.launches[0].block == (4 * 16 * 8 // 2, 1, 1)
+    if algorithm == "gemm":
+        assert {launch.block for launch in rec.launches} == {(128, 1, 1)}   # 32/2 * 32/4 and IM2COL_THREADS

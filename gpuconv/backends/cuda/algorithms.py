@@ -15,6 +15,7 @@ from ...problem import ConvProblem
 from ..base import Algorithm
 from .launch import Launch, entry_name, index_bits
 from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, layout_strides, make_struct
+from .sources import default_macros
 
 # Static + dynamic shared memory a block may use without opting in (all of sm_75 .. sm_90).
 MAX_SHARED_BYTES = 48 * 1024
@@ -38,10 +39,16 @@ def grid_stride_blocks(total: int, threads: int) -> int:
 
 class CudaAlgorithm(Algorithm):
     file = ""
+    # -D overrides of tile macros for every kernel file this algorithm launches (macro names carry the
+    # file's prefix); grids and shared memory below are computed from the same values.
     defines: tuple[tuple[str, int], ...] = ()
 
     def __init__(self, backend):
         self.backend = backend
+
+    def macro(self, file: str, name: str) -> int:
+        """A tile parameter as the kernel is compiled: the -D override, else the #ifndef default."""
+        return dict(self.defines).get(name, default_macros(file)[name])
 
     def bits(self, *spans: int) -> int:
         return index_bits(*spans, force64=config.settings.cuda_force_index64)
@@ -51,13 +58,23 @@ class Direct(CudaAlgorithm):
     name = "direct"
     summary = "direct convolution: input patch + filter slice staged in shared memory, register accumulators"
     file = "direct"
-    # The kernel's defaults (kernels/direct.cu); change them together with `defines`.
-    TILE_OH, TILE_OW, TILE_K, THREAD_K = 8, 8, 16, 4
     MAX_CC = 16  # input channels staged per step, at most
 
     @property
+    def TILE_OH(self) -> int:
+        return self.macro("direct", "DIRECT_TILE_OH")
+
+    @property
+    def TILE_OW(self) -> int:
+        return self.macro("direct", "DIRECT_TILE_OW")
+
+    @property
+    def TILE_K(self) -> int:
+        return self.macro("direct", "DIRECT_TILE_K")
+
+    @property
     def threads(self) -> int:
-        return self.TILE_OH * self.TILE_OW * self.TILE_K // self.THREAD_K
+        return self.TILE_OH * self.TILE_OW * self.TILE_K // self.macro("direct", "DIRECT_THREAD_K")
 
     def patch_size(self, p: ConvProblem) -> tuple[int, int]:
         return ((self.TILE_OH - 1) * p.SH + (p.KH - 1) * p.DH + 1,
@@ -102,8 +119,19 @@ def _address(a) -> int:
 
 
 class GemmLaunches(CudaAlgorithm):
-    """Builds launches of gemm.cu; the tile sizes mirror the kernel's defaults."""
-    BM, BN, BK, TM, TN = 64, 64, 16, 4, 4
+    """Builds launches of gemm.cu, with its tile sizes as compiled."""
+
+    @property
+    def BM(self) -> int:
+        return self.macro("gemm", "GEMM_BM")
+
+    @property
+    def BN(self) -> int:
+        return self.macro("gemm", "GEMM_BN")
+
+    @property
+    def threads(self) -> int:
+        return self.BM // self.macro("gemm", "GEMM_TM") * (self.BN // self.macro("gemm", "GEMM_TN"))
 
     def gemm_launch(self, p: ConvProblem, a, w, out, M: int, a_strides: dict, c_m0: int, bits: int) -> Launch:
         """a_strides: a_mi, a_s_img, a_s_m, a_s_r, a_s_g. The output side comes from p's layout."""
@@ -117,8 +145,7 @@ class GemmLaunches(CudaAlgorithm):
             M=M, KG=p.KG, R=p.R, G=p.G, c_mi=p.OH * p.OW, c_m0=c_m0, vec_a=int(vec_a), vec_b=int(vec_b)))
         return Launch(file="gemm", kernel=entry_name("conv_gemm", p.dtype, bits),
                       grid=(-(-M // self.BM), -(-p.KG // self.BN), p.G),
-                      block=(self.BM // self.TM * (self.BN // self.TN), 1, 1), shared_mem=0,
-                      args=(q, a, w, out))
+                      block=(self.threads, 1, 1), shared_mem=0, args=(q, a, w, out), defines=self.defines)
 
     def grid_reason(self, p: ConvProblem, M: int) -> Optional[str]:
         gy = -(-p.KG // self.BN)
@@ -169,9 +196,11 @@ class Im2colGemm(GemmLaunches):
         for m0 in range(0, p.M, mc):
             rows = min(mc, p.M - m0)
             a = col[:p.G * rows * p.R]
+            threads = self.macro("im2col", "IM2COL_THREADS")
             self.backend.launch(Launch(
-                file="im2col", kernel=im2col, grid=(grid_stride_blocks(total, 256), 1, 1), block=(256, 1, 1),
-                shared_mem=0, args=(conv, x, a, np.int32(m0), np.int32(rows))))
+                file="im2col", kernel=im2col, grid=(grid_stride_blocks(total, threads), 1, 1),
+                block=(threads, 1, 1), shared_mem=0, args=(conv, x, a, np.int32(m0), np.int32(rows)),
+                defines=self.defines))
             a_strides = dict(a_mi=rows, a_s_img=0, a_s_m=p.R, a_s_r=1, a_s_g=rows * p.R)
             self.backend.launch(self.gemm_launch(p, a, w, out, rows, a_strides, m0, bits))
 
@@ -180,15 +209,15 @@ class Depthwise(CudaAlgorithm):
     name = "depthwise"
     summary = "one input channel per group: one thread per output, KH*KW multiply-adds, coalesced loads"
     file = "depthwise"
-    THREADS = 256
 
     def why_not(self, p: ConvProblem) -> Optional[str]:
         return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
 
     def run(self, p, x, w, out):
+        threads = self.macro("depthwise", "DEPTHWISE_THREADS")
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_depthwise", p.dtype, self.bits(x.size, w.size, out.size)),
-            grid=(grid_stride_blocks(out.size, self.THREADS), 1, 1), block=(self.THREADS, 1, 1), shared_mem=0,
+            grid=(grid_stride_blocks(out.size, threads), 1, 1), block=(threads, 1, 1), shared_mem=0,
             args=(conv_problem_struct(p), x, w, out), defines=self.defines))
 
 

@@ -67,6 +67,16 @@ def load_source(name: str) -> str:
     return inline_includes(kernel_path(name))
 
 
+_TILE_MACRO = re.compile(r"#ifndef\s+(\w+)\s*\n\s*#define\s+\1\s+(\d+)[^\n]*\n\s*#endif")
+
+
+@functools.lru_cache(maxsize=None)
+def default_macros(name: str) -> dict[str, int]:
+    """A kernel file's overridable tile parameters and their defaults (`#ifndef X / #define X n`), so the
+    launchers compute grids and shared memory from the same numbers the kernel is compiled with."""
+    return {k: int(v) for k, v in _TILE_MACRO.findall(load_source(name))}
+
+
 def source_hash(*parts: str) -> str:
     h = hashlib.sha256()
     for part in parts:
