@@ -20,6 +20,15 @@ def _env_bytes(name: str, default: int) -> int:
     return value
 
 
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "")
+    if raw.lower() in ("", "0", "false", "no"):
+        return False
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"environment variable {name}={raw!r} is not allowed: expected 1/0, true/false or yes/no")
+
+
 @dataclasses.dataclass
 class Settings:
     # Extra memory the NumPy backend may use beyond input and output (im2col chunks, transforms).
@@ -31,7 +40,7 @@ class Settings:
     # NumPy inputs go to the GPU (when usable) only from this many FLOPs on, where copies pay off.
     cuda_min_flops_for_numpy_inputs: int = 1 << 30
     # Use the 64-bit-index kernel variants even when 32 bits would do (tests of the 64-bit path).
-    cuda_force_index64: bool = False
+    cuda_force_index64: bool = dataclasses.field(default_factory=lambda: _env_flag("GPUCONV_CUDA_INDEX64"))
 
 
 settings = Settings()

@@ -296,3 +296,17 @@ def test_workspace_environment_variable_is_checked(monkeypatch, value, fragment)
     monkeypatch.setenv("GPUCONV_NUMPY_WORKSPACE", value)
     with pytest.raises(ValueError, match=f"GPUCONV_NUMPY_WORKSPACE={value!r}.*{fragment}"):
         Settings()
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_index64_environment_flag(monkeypatch, value, expected):
+    from gpuconv.config import Settings
+    monkeypatch.setenv("GPUCONV_CUDA_INDEX64", value)
+    assert Settings().cuda_force_index64 is expected
+
+
+def test_index64_environment_flag_rejects_other_values(monkeypatch):
+    from gpuconv.config import Settings
+    monkeypatch.setenv("GPUCONV_CUDA_INDEX64", "maybe")
+    with pytest.raises(ValueError, match="GPUCONV_CUDA_INDEX64='maybe' is not allowed"):
+        Settings()
