@@ -337,6 +337,10 @@ def make_fake_cupy(calls):
         def get_function(self, name):
             def kernel(grid, block, args, shared_mem=0):
                 calls.append(("launch", name, grid, block, shared_mem))
+                structs = [a for a in args if isinstance(a, np.ndarray) and a.dtype.names]
+                assert structs and all(a.shape == (1,) for a in structs), "structs go as 1-element arrays"
+                assert not any(isinstance(a, np.void) for a in args)
+                args = tuple(a[0] if isinstance(a, np.ndarray) and a.dtype.names else a for a in args)
                 self.module.launch(Launch("fake_cupy", name, grid, block, shared_mem, args))
             return kernel
 

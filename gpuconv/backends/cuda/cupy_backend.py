@@ -68,4 +68,7 @@ class CupyBackend(CudaBackend):
         cupy = _cupy()
         module = _module(launch.file, launch.defines, cupy.cuda.Device().id)
         kernel = module.get_function(launch.kernel)
-        kernel(launch.grid, launch.block, launch.args, shared_mem=launch.shared_mem)
+        # A struct goes by value as a one-element host array of its structured dtype, the form CuPy
+        # documents for custom structures (examples/custom_struct); its bytes are copied into the launch.
+        args = tuple(np.array([a]) if isinstance(a, np.void) else a for a in launch.args)
+        kernel(launch.grid, launch.block, args, shared_mem=launch.shared_mem)
