@@ -311,3 +311,24 @@ def test_worker_share_of_the_workspace(monkeypatch):
     gpuconv.conv2d(x, np.ones((3, 3, 1, 4), np.float32), padding="SAME", backend="numpy", algorithm="depthwise")
     assert seen and all(b <= (1 << 20) // 2 for b in seen), seen
     assert gpuconv.config.numpy_workspace_bytes() == 1 << 20   # the share ends with the call
+
+
+def test_gemm_wide_dilated_filter_keeps_the_workspace_bound(monkeypatch):
+    """A 9x9 filter at dilation 6 over blocks of a few output rows: the input slab of a block would be
+    many times the block's own size, so gemm must fall back to per-tap copies to stay in the bound."""
+    budget = 96 << 10
+    monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", budget)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 48, 48, 16)).astype(np.float32)
+    w = rng.standard_normal((9, 9, 16, 4)).astype(np.float32)
+    gpuconv.conv2d(x, w, 1, "SAME", dilations=6, backend="numpy", algorithm="gemm")
+    tracemalloc.start()
+    try:
+        y = gpuconv.conv2d(x, w, 1, "SAME", dilations=6, backend="numpy", algorithm="gemm")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    p = parse_problem(x.shape, np.float32, w.shape, np.float32, 1, "SAME", "NHWC", 6)[0]
+    tolerances.assert_result(y, x, w, p, algorithm="gemm")
+    allowed = budget + y.nbytes + 2 * w.nbytes + (128 << 10)
+    assert peak <= allowed, f"peak {peak} bytes > {allowed}"

@@ -144,21 +144,26 @@ class Im2colGemm(Algorithm):
         ct = accumulator(p.dtype)
         wg = group_filters(w, p, ct)                      # [G, R, KG]
         xv, yv = nhwc_view(x, p.layout), nhwc_view(out, p.layout)
-        # column row + GEMM result row (+ for G = 1 the block's input slab, at most SH*SW*C... a pixel;
-        # rounded up generously because the filter's reach adds rows and columns)
+        # Per output pixel: its column row and its GEMM result row, plus (G = 1) its share of the block's
+        # input slab, SH*SW*C values, taken 4x for the halo the filter's reach adds to a block.
         per_pixel = ct.itemsize * (p.G * p.R + p.K + (p.G == 1) * p.SH * p.SW * p.C * 4)
+        budget = block_budget(GEMM_BLOCK_BYTES)
         buf, slab_buf = None, None
-        for block in output_blocks(p, per_pixel, block_budget(GEMM_BLOCK_BYTES)):
+        for block in output_blocks(p, per_pixel, budget):
             n0, n1, oh0, oh1, ow0, ow1 = block
             nb, hb, wb = n1 - n0, oh1 - oh0, ow1 - ow0
             rows = nb * hb * wb
             if buf is None:
                 buf = np.empty(rows * p.G * p.R, ct)       # the first block is the largest
             col = buf[:rows * p.G * p.R].reshape(p.G, nb, hb, wb, p.KH, p.KW, p.CG)
-            if p.G == 1:
+            slab_bytes = ct.itemsize * nb * p.C * ((hb - 1) * p.SH + (p.KH - 1) * p.DH + 1) * (
+                (wb - 1) * p.SW + (p.KW - 1) * p.DW + 1)
+            if p.G == 1 and slab_bytes <= budget - ct.itemsize * rows * (p.R + p.K):
                 # One strided copy from a zero-padded slab of the block's input: for dilation 1 a filter
                 # row's KW*C inputs are contiguous, so the copy moves runs of KW*C values, not C (the
-                # 7x7 stem with C = 3 copies 21-value runs instead of 3-value ones).
+                # 7x7 stem with C = 3 copies 21-value runs instead of 3-value ones). Blocks whose slab
+                # would break the workspace bound (a wide dilated filter over a thin block) take the
+                # per-tap copies below instead.
                 slab, slab_buf = input_slab(p, xv, block, ct, slab_buf)
                 sn, sh, sw, sc = slab.strides
                 view = np.lib.stride_tricks.as_strided(
