@@ -84,10 +84,6 @@ class ConvProblem:
         return (self.N, self.OH, self.OW, self.K) if self.layout == "NHWC" else (self.N, self.K, self.OH, self.OW)
 
     @property
-    def is_depthwise(self) -> bool:
-        return self.CG == 1 and self.G == self.C and self.G > 1
-
-    @property
     def is_pointwise(self) -> bool:
         """1x1 filter, stride 1, no padding: the convolution is exactly a GEMM on the input."""
         return (self.KH == self.KW == 1 and self.SH == self.SW == 1

@@ -6,7 +6,7 @@ A backend owns an array module (NumPy, CuPy, ...) and a set of algorithms. Every
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 from ..problem import ConvProblem
 
@@ -60,5 +60,3 @@ def pick_first(candidates: list[Algorithm], p: ConvProblem, rule: str) -> Algori
         reasons.append(f"{algo.name}: {why}")
     raise ValueError(f"no algorithm can run {p.describe()} ({rule}): " + "; ".join(reasons))
 
-
-BackendFactory = Callable[[], Backend]
