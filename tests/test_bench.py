@@ -26,7 +26,7 @@ def test_layer_suite_parses_and_covers_the_issue_list():
                                     layer.padding, "NHWC", layer.dilation)[0] for layer in LAYERS}
     assert ps["seed_32x32x3_k16"].describe().startswith("N=100 H=32 W=32 C=3 KH=3 KW=3 K=16")
     assert (ps["resnet_stem_7x7s2"].PT, ps["resnet_stem_7x7s2"].PB) == (2, 3)    # TF's asymmetric SAME
-    assert any(p.is_depthwise for p in ps.values())
+    assert any(p.CG == 1 and p.G == p.C > 1 for p in ps.values())      # depthwise
     assert any(p.G == 32 and p.CG == 4 for p in ps.values())
     assert any(p.DH == 2 for p in ps.values()) and any(p.SH == 2 and p.KH == 3 for p in ps.values())
     assert sum(p.is_pointwise for p in ps.values()) == 2
