@@ -456,3 +456,17 @@ def test_tile_macros_overridden_with_D_stay_consistent(monkeypatch, algorithm, d
         assert rec.launches[0].block == (4 * 16 * 8 // 2, 1, 1)
     if algorithm == "gemm":
         assert {launch.block for launch in rec.launches} == {(128, 1, 1)}   # 32/2 * 32/4 and IM2COL_THREADS
+
+
+@needs_emulator
+def test_concurrent_emulator_calls_from_threads():
+    """ctypes releases the GIL during a launch; concurrent callers must not share the fiber runtime."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(8)
+    cases = [(rng.integers(-3, 4, (2, 7, 8, 6)).astype(np.float32), rng.integers(-3, 4, (3, 3, 6, 5)).astype(np.float32))
+             for _ in range(6)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda c: gpuconv.conv2d(*c, padding="SAME", backend="emulator", algorithm="direct"),
+                                cases))
+    for (x, w), y in zip(cases, results):
+        np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, problem(x.shape, w.shape)))

@@ -332,3 +332,19 @@ def test_gemm_wide_dilated_filter_keeps_the_workspace_bound(monkeypatch):
     tolerances.assert_result(y, x, w, p, algorithm="gemm")
     allowed = budget + y.nbytes + 2 * w.nbytes + (128 << 10)
     assert peak <= allowed, f"peak {peak} bytes > {allowed}"
+
+
+def test_concurrent_calls_leave_blas_threads_as_they_were():
+    """The BLAS limit of the worker split is process-wide: calls from several threads at once must
+    restore the original thread count when the last one ends."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from concurrent.futures import ThreadPoolExecutor
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 12, 12, 8)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 1, 8)).astype(np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: gpuconv.conv2d(x, w, padding="SAME", backend="numpy", algorithm="depthwise"),
+                      range(16)))
+    after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert after == before

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -309,10 +310,30 @@ def can_limit_blas() -> bool:
 
 @contextlib.contextmanager
 def blas_threads(n: int):
-    """BLAS limited to n threads inside the block (a no-op without threadpoolctl)."""
+    """BLAS limited to n threads inside the block (a no-op without threadpoolctl).
+
+    The limit is process-wide, so concurrent calls share one: the first to enter sets it, the last to
+    leave restores the original (nested save/restore pairs from several threads would interleave and
+    could leave BLAS limited for good)."""
+    global _blas_users, _blas_limit
     controller = _blas_controller()
     if controller is None:
         yield
         return
-    with controller.limit(limits=n, user_api="blas"):
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = controller.limit(limits=n, user_api="blas")
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit = None

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,9 @@ from .backend import CudaBackend
 from .launch import Launch
 from .signature import Entry, parse_entries
 from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
+
+# ctypes releases the GIL during a launch; one launch at a time, as on a single GPU stream.
+_LAUNCH_LOCK = threading.Lock()
 
 CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
 
@@ -93,6 +97,10 @@ class EmulatedModule:
             os.replace(out, lib)  # atomic: concurrent builders never see a half-written library
 
     def launch(self, launch: Launch, seed: int = 0, shuffle: bool = False) -> None:
+        with _LAUNCH_LOCK:  # the runtime's fibers and built-in variables are process-global state
+            self._launch(launch, seed, shuffle)
+
+    def _launch(self, launch: Launch, seed: int, shuffle: bool) -> None:
         fn = getattr(self.lib, f"gpuconv_launch_{launch.kernel}")
         holders = []
         for a in launch.args:
