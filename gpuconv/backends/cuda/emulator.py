@@ -41,11 +41,18 @@ def compiler() -> Optional[str]:
 
 
 def cache_dir() -> Path:
+    """Where compiled kernel libraries are kept: GPUCONV_CACHE_DIR, else ~/.cache/gpuconv, else (home
+    not writable, as in some containers) the temporary directory."""
     root = os.environ.get("GPUCONV_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gpuconv")
-    path = Path(root) / "emulator"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    for candidate in (Path(root), Path(tempfile.gettempdir()) / f"gpuconv-{os.getuid()}"):
+        try:
+            (candidate / "emulator").mkdir(parents=True, exist_ok=True)
+            return candidate / "emulator"
+        except OSError:
+            continue
+    raise RuntimeError(f"no writable cache directory for the emulator's compiled kernels: tried {root} and "
+                       f"{tempfile.gettempdir()}; set GPUCONV_CACHE_DIR")
 
 
 def wrapper_source(entries: dict[str, Entry]) -> str:
