@@ -46,28 +46,26 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _layers_arg(value: str) -> list[str]:
-    names = _csv(value)
-    if names == ["all"]:
-        return [layer.name for layer in LAYERS]
-    bad = [n for n in names if n not in BY_NAME]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"--layers {value!r}: unknown layer(s) {bad}; expected 'all' or a "
-                                         f"comma-separated list of {list(BY_NAME)}")
-    return names
+def _names_arg(option: str, known: list[str], none_ok: bool):
+    """An argparse type for a comma-separated list of names out of `known` (or 'all', or 'none')."""
+    words = "'all', 'none'" if none_ok else "'all'"
+
+    def parse(value: str) -> list[str]:
+        names = _csv(value)
+        if names == ["all"]:
+            return list(known)
+        if none_ok and names == ["none"]:
+            return []
+        bad = [n for n in names if n not in known]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"{option} {value!r}: unknown name(s) {bad}; expected {words} or a "
+                                             f"comma-separated list of {list(known)}")
+        return names
+    return parse
 
 
-def _peers_arg(value: str) -> list[str]:
-    names = _csv(value)
-    if names == ["all"]:
-        return list(peers_mod.PEER_NAMES)
-    if names == ["none"]:
-        return []
-    bad = [n for n in names if n not in peers_mod.PEER_NAMES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"--peers {value!r}: unknown peer(s) {bad}; expected 'all', 'none' or a "
-                                         f"comma-separated list of {list(peers_mod.PEER_NAMES)}")
-    return names
+_layers_arg = _names_arg("--layers", [layer.name for layer in LAYERS], none_ok=False)
+_peers_arg = _names_arg("--peers", list(peers_mod.PEER_NAMES), none_ok=True)
 
 
 def _backends_arg(value: str) -> list[Gpuconv]:
