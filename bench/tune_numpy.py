@@ -3,7 +3,7 @@
     python bench/tune_numpy.py [--layers a,b] [--algos auto,gemm,winograd] [--repeat 7] [--dtype float32]
 
 Prints per layer and algorithm: median ms, TF's median ms, the ratio, and the max abs error against the
-float64 reference next to TF's own. Uses bench/layers.py's suite when it exists, else the shapes below.
+float64 reference next to TF's own, on bench/layers.py's suite.
 This is the scratch tool behind the backend's tuning choices (chunk sizes, Winograd tile size); the
 user-facing benchmark is `gpuconv bench`.
 """
@@ -16,34 +16,13 @@ import time
 import numpy as np
 
 import gpuconv
+from gpuconv.bench.layers import LAYERS as SUITE
 from gpuconv.problem import parse_problem
 from gpuconv.reference import conv2d_reference
 
-# name: (input NHWC shape, filter HWIO shape, strides, padding, dilations)
-LAYERS = {
-    "seed": ((100, 32, 32, 3), (3, 3, 3, 16), 1, "VALID", 1),
-    "stem7x7s2": ((2, 224, 224, 3), (7, 7, 3, 64), 2, "SAME", 1),
-    "res3x3_56": ((2, 56, 56, 64), (3, 3, 64, 64), 1, "SAME", 1),
-    "res3x3_28": ((2, 28, 28, 128), (3, 3, 128, 128), 1, "SAME", 1),
-    "res3x3_14": ((2, 14, 14, 256), (3, 3, 256, 256), 1, "SAME", 1),
-    "res3x3_7": ((2, 7, 7, 512), (3, 3, 512, 512), 1, "SAME", 1),
-    "1x1_reduce": ((2, 56, 56, 256), (1, 1, 256, 64), 1, "VALID", 1),
-    "1x1_expand": ((2, 56, 56, 64), (1, 1, 64, 256), 1, "VALID", 1),
-    "3x3s2": ((2, 56, 56, 128), (3, 3, 128, 128), 2, "SAME", 1),
-    "dilated3x3": ((2, 28, 28, 128), (3, 3, 128, 128), 1, "SAME", 2),
-    "depthwise": ((2, 112, 112, 32), (3, 3, 1, 32), 1, "SAME", 1),
-    "grouped_g32": ((2, 56, 56, 128), (3, 3, 4, 128), 1, "SAME", 1),
-    "vgg3x3_224": ((1, 224, 224, 64), (3, 3, 64, 64), 1, "SAME", 1),
-}
-
-
-try:   # the benchmark's own suite, when present
-    import sys, pathlib
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-    from bench.layers import LAYERS as _SUITE
-    LAYERS = {l.name: (l.input_shape, l.filter_shape, l.stride, l.padding, l.dilation) for l in _SUITE}
-except ImportError:
-    pass
+# name: (input NHWC shape, filter HWIO shape, strides, padding, dilations), from the benchmark's suite
+LAYERS = {layer.name: (layer.input_shape, layer.filter_shape, layer.stride, layer.padding, layer.dilation)
+          for layer in SUITE}
 
 
 STAT = statistics.median
