@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config
-from .backends import available_backends, get_backend
+from .backends import get_backend, unusable_reason
 from .nonfinite import add_nonfinite_terms, split_filters
 from .problem import parse_problem
 
@@ -32,21 +32,22 @@ def _as_array(name: str, a):
 
 
 def _resolve_backend(backend, x, p):
+    """The backend for this call. Probes only the backends it may pick: a small NumPy problem never
+    imports CuPy, and backend="numpy" never looks for a C++ compiler."""
     if not isinstance(backend, str):
         raise TypeError(f"backend={backend!r} is not allowed: expected a backend name string")
-    reasons = available_backends()
     if backend == "auto":
         if _is_cupy(x):
-            if reasons["cupy"] is not None:
-                raise ValueError(f"input is a CuPy array but the cupy backend is not usable: {reasons['cupy']}")
+            why = unusable_reason("cupy")
+            if why is not None:
+                raise ValueError(f"input is a CuPy array but the cupy backend is not usable: {why}")
             return get_backend("cupy")
-        if reasons["cupy"] is None and p.flops >= config.settings.cuda_min_flops_for_numpy_inputs:
+        if p.flops >= config.settings.cuda_min_flops_for_numpy_inputs and unusable_reason("cupy") is None:
             return get_backend("cupy")
         return get_backend("numpy")
-    if backend not in reasons:
-        raise ValueError(f"backend={backend!r} is not allowed: expected 'auto' or one of {sorted(reasons)}")
-    if reasons[backend] is not None:
-        raise ValueError(f"backend={backend!r} is not usable on this host: {reasons[backend]}")
+    why = unusable_reason(backend)  # raises for an unknown name
+    if why is not None:
+        raise ValueError(f"backend={backend!r} is not usable on this host: {why}")
     return get_backend(backend)
 
 

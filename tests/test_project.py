@@ -63,3 +63,12 @@ def test_kernels_ship_as_package_data():
     assert {f.stem for f in kernel_files()} >= {"direct", "im2col", "gemm"}
     toml = (ROOT / "pyproject.toml").read_text()
     assert '"gpuconv.kernels" = "kernels"' in toml and '"*.cu", "*.cuh", "host/*.h"' in toml
+
+
+def test_small_numpy_call_probes_no_gpu():
+    """backend="auto" with a small NumPy problem goes to numpy without importing CuPy (a slow import)."""
+    code = ("import sys, numpy as np, gpuconv; "
+            "gpuconv.conv2d(np.ones((1, 5, 5, 2), np.float32), np.ones((3, 3, 2, 2), np.float32)); "
+            "print('cupy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -34,7 +34,10 @@ def get_backend(name: str) -> Backend:
 
 
 @functools.lru_cache(maxsize=None)
-def _reason(name: str) -> Optional[str]:
+def unusable_reason(name: str) -> Optional[str]:
+    """None when backend `name` is usable on this host, else why not (probes only that backend)."""
+    if name not in _FACTORIES:
+        raise ValueError(f"backend={name!r} is not allowed: expected 'auto' or one of {sorted(_FACTORIES)}")
     try:
         return get_backend(name).unavailable_reason()
     except ImportError as e:  # a backend module whose own dependency is missing
@@ -43,7 +46,7 @@ def _reason(name: str) -> Optional[str]:
 
 def available_backends() -> dict[str, Optional[str]]:
     """Every backend name mapped to None when usable on this host, else the reason it is not."""
-    return {name: _reason(name) for name in _FACTORIES}
+    return {name: unusable_reason(name) for name in _FACTORIES}
 
 
 def usable_backends() -> list[str]:
