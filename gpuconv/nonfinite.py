@@ -25,7 +25,10 @@ def split_filters(w):
     if finite.all():  # the common case: one cheap pass, no index search
         return w, np.empty((0, 4), np.intp)
     bad = np.argwhere(~finite)
-    xp = np if isinstance(w, np.ndarray) else __import__("cupy")
+    if isinstance(w, np.ndarray):
+        xp = np
+    else:
+        import cupy as xp
     return xp.where(xp.isfinite(w), w, xp.zeros((), w.dtype)), bad
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import CudaBackend
 from .launch import Launch
-from .signature import Entry, parse_entries
+from .signature import Entry, entries_of, parse_entries
 from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
 
 # ctypes releases the GIL during a launch; one launch at a time, as on a single GPU stream.
@@ -180,7 +180,6 @@ class GuardedNumpy:
 
 
 def launch_entry_params(launch: Launch):
-    from .signature import entries_of
     return entries_of(launch.file)[launch.kernel].params
 
 
