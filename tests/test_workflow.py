@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from cli_tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "gpu.yml"
@@ -32,11 +33,11 @@ jobs:
 """
 
 
+TOOLS = {"check-jsonschema": "check-jsonschema", "zizmor": "zizmor"}
+
+
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (it comes with the test extra: pip install '.[test]')")
-    return path
+    return require_tool(name, TOOLS[name])
 
 
 def _run(*argv, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -56,7 +57,7 @@ def _high(findings: list[dict]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workflow() -> dict:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the workflow")
+    yaml = pytest.importorskip("yaml", reason="PyYAML (part of the test extra) is needed to read the workflow")
     return yaml.safe_load(WORKFLOW.read_text())
 
 
