@@ -74,3 +74,13 @@ def test_results_folder_default_follows_the_environment(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     runner.add_arguments(parser)
     assert parser.parse_args([]).out == tmp_path
+
+
+def test_results_folder_is_writable_by_any_user_before_it_becomes_a_volume():
+    """`docker run --user "$(id -u):$(id -g)"` without a bind mount writes into the image's /results."""
+    ins = _instructions()
+    volume = ins.index(("VOLUME", '["/results"]'))
+    made = [i for i, (word, args) in enumerate(ins)
+            if word == "RUN" and re.search(r"mkdir -m 1777 /results\b|chmod 1777 /results\b", args)]
+    # changes to a path after it is declared a volume are discarded by the builder
+    assert made and made[0] < volume, "a RUN must make /results mode 1777 before VOLUME"
