@@ -60,7 +60,8 @@ def test_dockerfile_uses_a_cuda_runtime_image_and_the_projects_extras():
 def test_dockerignore_keeps_the_sources_and_drops_the_rest():
     patterns = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
-    for needed in ("gpuconv", "kernels", "bench", "pyproject.toml", "README.md"):
+    # LICENSE: pyproject.toml's license-files, without which `pip install /src` fails
+    for needed in ("gpuconv", "kernels", "bench", "pyproject.toml", "README.md", "LICENSE"):
         assert (ROOT / needed).exists() and needed not in patterns, needed
     assert {".git", "bench-results"} <= patterns
 
