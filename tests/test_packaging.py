@@ -74,7 +74,7 @@ def _in_test_extra(req: Requirement) -> bool:
 
 @pytest.mark.parametrize("platform, machine, wants_tf", [
     ("linux", "x86_64", "tensorflow-cpu"), ("linux", "aarch64", "tensorflow"),
-    ("darwin", "arm64", "tensorflow"), ("darwin", "x86_64", None),   # TensorFlow has no macOS x86_64 wheels
+    ("darwin", "arm64", "tensorflow"), ("darwin", "x86_64", None),   # TensorFlow's Intel-Mac wheels stop at 2.16
 ])
 def test_test_extra_needs_no_linux_only_wheels_off_linux(dist, platform, machine, wants_tf):
     env = {"sys_platform": platform, "platform_machine": machine, "extra": "test",
