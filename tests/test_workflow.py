@@ -33,11 +33,8 @@ jobs:
 """
 
 
-TOOLS = {"check-jsonschema": "check-jsonschema", "zizmor": "zizmor"}
-
-
 def _tool(name: str) -> str:
-    return require_tool(name, TOOLS[name])
+    return require_tool(name, name)   # both are on PyPI under their command's name
 
 
 def _run(*argv, cwd=ROOT) -> subprocess.CompletedProcess:
