@@ -48,7 +48,8 @@ def test_source_tree_version_reads_only_gpuconvs_project_table(tmp_path):
 
 def test_license_urls_and_classifiers(dist):
     meta = dist.metadata
-    assert meta["License-Expression"] == "Apache-2.0" and meta.get_all("License-File") == ["LICENSE"]
+    assert meta["License-Expression"] == "Apache-2.0" and meta.get_all("License-File") == ["LICENSE"], \
+        "the installed metadata is older than pyproject.toml? Reinstall: pip install -e ."
     license_text = (ROOT / "LICENSE").read_text()
     assert license_text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "END OF TERMS AND CONDITIONS" in license_text
