@@ -29,11 +29,14 @@ RUN case ",$PEERS," in *,tf,*) pip install --no-cache-dir "tensorflow[and-cuda]=
     && case ",$PEERS," in *,jax,*) pip install --no-cache-dir "jax[cuda13]==0.10.2" ;; esac
 
 # gpuconv with the CuPy build for CUDA 13 and the CUDA headers NVRTC needs, plus the benchmark's libraries.
+# /results is world-writable with the sticky bit (like /tmp), so that `docker run --user` can write it when
+# no folder is bind-mounted there (a bind-mounted folder keeps the host's permissions).
 COPY . /src
-RUN pip install --no-cache-dir "/src[cuda13,bench]"
+RUN pip install --no-cache-dir "/src[cuda13,bench]" \
+    && mkdir -m 1777 /results
 
 # Runs as any user (docker run --user "$(id -u):$(id -g)" keeps the results owned by you): every cache
-# (CuPy's compiled kernels, matplotlib's font list) goes to /tmp.
+# (CuPy's compiled kernels, matplotlib's font list) goes to /tmp, and /results (made above) is writable too.
 ENV GPUCONV_BENCH_OUT=/results \
     HOME=/tmp \
     CUPY_CACHE_DIR=/tmp/cupy-kernel-cache \

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
+import importlib
 import json
 import math
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -367,8 +369,9 @@ def _x(v: Optional[float]) -> str:
 
 
 def print_table(report: dict, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
-    table = Table(title=f"gpuconv bench ({report['settings']['dtype']}, {report['machine']['cpu_model']}, "
+    table = Table(title=f"gpuconv bench ({report['settings']['dtype']}, {escape(report['machine']['cpu_model'])}, "
                         f"{report['machine']['usable_cores']} cores)", show_lines=False)
     for col, just in (("layer", "left"), ("implementation", "left"), ("median ms", "right"),
                       ("IQR ms", "right"), ("GFLOP/s", "right"), ("/ TF", "right"), ("/ fastest", "right"),
@@ -403,7 +406,7 @@ def print_table(report: dict, console) -> None:
     console.print("* extrapolated from a sample of output pixels (see the JSON's 'extrapolated').  "
                   "extra MiB: tracemalloc peak minus the output, NumPy-based code only.")
     for note in report["not_run"]:
-        console.print(f"[dim]not run: {note['impl']}: {note['reason']}[/dim]")
+        console.print(f"[dim]not run: {note['impl']}: {escape(note['reason'])}[/dim]")  # e.g. pip's "gpuconv[cuda13]"
     for name, s in report["summary"].items():
         beats = s["beats_every_seed_on_every_layer"]
         seeds = ("n/a (no seed approach timed)" if beats is None else "yes" if beats else
@@ -483,8 +486,46 @@ def draw_chart(report: dict, path: Path) -> None:
 
 # --- the command -----------------------------------------------------------------------------------------
 
+BENCH_EXTRA = 'pip install "gpuconv[bench]"'
+
+
+def _missing_modules(chart: bool) -> list[str]:
+    """The bench extra's modules this run needs and cannot import (matplotlib only for the chart)."""
+    missing = []
+    for module in ("rich", "threadpoolctl", *(["matplotlib"] if chart else [])):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
+def _out_dir_problem(out_dir: Path) -> Optional[str]:
+    """Why the results cannot be written to out_dir (None when they can), found before the long run."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        return f"--out {str(out_dir)!r} is not a writable folder: {e.strerror or e}"
+    return None
+
+
+def _error(message: str) -> int:
+    print(f"gpuconv bench: error: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args) -> int:
+    missing = _missing_modules(chart=not args.no_chart)
+    if missing:
+        return _error(f"the benchmark needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                      f"not installed: {BENCH_EXTRA} (or {'pip install ' + ' '.join(missing)})")
+    why = _out_dir_problem(args.out)
+    if why is not None:
+        return _error(why)
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console()
@@ -507,7 +548,6 @@ def run(args) -> int:
             not_run.append({"impl": impl.name, "reason": why})
 
     out_dir = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc)
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     t_start = time.perf_counter()
@@ -569,14 +609,14 @@ def run(args) -> int:
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
     print_table(report, console)
-    console.print(f"JSON: {json_path}")
+    console.print(f"JSON: {escape(str(json_path))}")
     md_path = out_dir / f"{stem}.md"
     md_path.write_text(markdown_table(report))
-    console.print(f"Markdown table: {md_path}")
+    console.print(f"Markdown table: {escape(str(md_path))}")
     if not args.no_chart:
         png_path = out_dir / f"{stem}.png"
         draw_chart(report, png_path)
-        console.print(f"chart: {png_path}")
+        console.print(f"chart: {escape(str(png_path))}")
     console.print(f"[dim]{report['wall_seconds']:.0f} s[/dim]")
     return 0
 

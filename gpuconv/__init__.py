@@ -4,8 +4,9 @@ from .backends import algorithms, available_backends
 from .config import set_workspace, settings
 from .problem import ConvProblem, parse_problem
 from .reference import conv2d_reference
+from .version import package_version as _package_version
 
-__version__ = "0.1.0"
+__version__: str = _package_version()
 
 __all__ = ["conv2d", "algorithms", "available_backends", "set_workspace", "settings", "ConvProblem",
            "parse_problem", "conv2d_reference", "__version__"]

@@ -1,10 +1,14 @@
 """gpuconv.conv2d: tf.nn.conv2d semantics on any backend."""
 from __future__ import annotations
 
+from typing import Any, Optional, overload
+
 import numpy as np
 
 from . import config
+from .arg_types import IntOrInts, NumpyInput, Padding
 from .backends import get_backend, unusable_reason
+from .dtypes import SUPPORTED
 from .nonfinite import add_nonfinite_terms, split_filters
 from .problem import parse_problem
 
@@ -21,14 +25,33 @@ def _like(a, ref):
     return a.get() if _is_cupy(a) and not _is_cupy(ref) else a
 
 
-def _as_array(name: str, a):
+def _holds_numpy_values(a) -> bool:
+    """Whether nested lists/tuples hold NumPy arrays or scalars (whose dtype the caller chose)."""
+    stack = [a]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (np.ndarray, np.generic)) or _is_cupy(v):
+            return True
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return False
+
+
+def _as_array(name: str, a, like=None):
+    """Arrays as they are; nested lists of Python floats or ints as float32 (as in TF and PyTorch), or in
+    the dtype of `like`, the other argument's array, when gpuconv supports that dtype (as TF converts a
+    filters list to the input's dtype): a list next to a float16 array makes neither refused nor promoted."""
     if isinstance(a, np.ndarray) or _is_cupy(a):
         return a
     try:
-        return np.asarray(a)
+        arr = np.asarray(a)
     except Exception as e:
         raise TypeError(f"{name} of type {type(a).__name__} is not allowed: expected a NumPy or CuPy array "
                         f"(or a nested list of floats)") from e
+    if not isinstance(a, (list, tuple)) or arr.dtype.kind not in "iuf" or _holds_numpy_values(a):
+        return arr  # array-likes and lists of NumPy values keep the dtype they have
+    target = like.dtype if like is not None and like.dtype in SUPPORTED else np.float32
+    return arr.astype(target)
 
 
 def _resolve_backend(backend, x, p):
@@ -51,6 +74,18 @@ def _resolve_backend(backend, x, p):
     return get_backend(backend)
 
 
+@overload
+def conv2d(input: NumpyInput, filters: NumpyInput, strides: IntOrInts = 1, padding: Padding = "VALID",
+           data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
+           algorithm: str = "auto") -> np.ndarray: ...
+
+
+@overload
+def conv2d(input: Any, filters: Any, strides: IntOrInts = 1, padding: Padding = "VALID",
+           data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
+           algorithm: str = "auto") -> Any: ...  # a CuPy array in, a CuPy array out
+
+
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=None, *,
            backend="auto", algorithm="auto"):
     """2-D convolution with the semantics of tf.nn.conv2d.
@@ -59,10 +94,11 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     filters: [KH, KW, C / G, K] (HWIO); C a multiple G of the filters' in-channels means G groups.
     strides, dilations: int or list of 1, 2 or 4 ints. padding: "VALID", "SAME" or explicit pairs.
     backend: "auto", "numpy", "cupy" or "emulator"; algorithm: "auto" or one of
-    gpuconv.algorithms(backend). Returns the array type of `input`, in its dtype and layout.
+    gpuconv.algorithms(backend). Returns the array type of `input`, in its dtype and layout. Nested lists
+    of Python numbers become float32, or the other argument's float dtype when that one is an array.
     """
-    x = _as_array("input", input)
-    w = _as_array("filters", filters)
+    x = _as_array("input", input, like=filters if isinstance(filters, np.ndarray) or _is_cupy(filters) else None)
+    w = _as_array("filters", filters, like=x)
     p, batch_shape = parse_problem(x.shape, x.dtype, w.shape, w.dtype, strides, padding, data_format, dilations)
     be = _resolve_backend(backend, x, p)
     if x.dtype != p.dtype or w.dtype != p.dtype:  # non-native byte order

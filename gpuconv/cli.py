@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Optional, Sequence
 
 COMMANDS = {
     "demo": ("gpuconv.demo", "run the seed articles' example on the best available backend"),
@@ -17,18 +18,19 @@ COMMANDS = {
 }
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="gpuconv", description="tf.nn.conv2d without a framework")
+    parser.add_argument("--version", action="version", version=f"gpuconv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     parsers = {name: sub.add_parser(name, help=helptext, description=helptext)
                for name, (_, helptext) in COMMANDS.items()}
-    argv = sys.argv[1:] if argv is None else argv
-    name = argv[0] if argv and argv[0] in COMMANDS else None
-    module = importlib.import_module(COMMANDS[name][0]) if name else None
-    if module is not None:
-        module.add_arguments(parsers[name])
-    args = parser.parse_args(argv)
-    return int(module.run(args) or 0)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the command's own options are added before parsing; argparse exits on --version, -h or no command
+    name = argv[0] if argv and argv[0] in COMMANDS else parser.parse_args(argv).command
+    module = importlib.import_module(COMMANDS[name][0])
+    module.add_arguments(parsers[name])
+    return int(module.run(parser.parse_args(argv)) or 0)
 
 
 if __name__ == "__main__":

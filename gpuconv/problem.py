@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
+from .arg_types import DTypeLike, IntOrInts, Padding, Shape
 from .dtypes import check_dtypes
 
 DATA_FORMATS = ("NHWC", "NCHW")
@@ -174,8 +175,9 @@ def _output_size(dim: str, size: int, k: int, s: int, d: int, pad: tuple[int, in
     return (padded - eff) // s + 1, pad[0], pad[1]
 
 
-def parse_problem(x_shape: Sequence[int], x_dtype, w_shape: Sequence[int], w_dtype, strides=1,
-                  padding="VALID", data_format="NHWC", dilations=None) -> tuple[ConvProblem, tuple]:
+def parse_problem(x_shape: Shape, x_dtype: DTypeLike, w_shape: Shape, w_dtype: DTypeLike, strides: IntOrInts = 1,
+                  padding: Padding = "VALID", data_format: str = "NHWC", dilations: Optional[IntOrInts] = None
+                  ) -> tuple[ConvProblem, tuple[int, ...]]:
     """Validate the arguments of conv2d; returns the problem and the leading batch shape of the input."""
     if not isinstance(data_format, str) or data_format.upper() not in DATA_FORMATS:
         raise ValueError(f"data_format={data_format!r} is not allowed: expected one of {DATA_FORMATS}")

@@ -10,11 +10,12 @@ filter tap and one group at a time, so every term of the sum is visible in the c
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from .problem import ConvProblem
 
 
-def conv2d_reference(x, w, p: ConvProblem) -> np.ndarray:
+def conv2d_reference(x: npt.ArrayLike, w: npt.ArrayLike, p: ConvProblem) -> np.ndarray:
     """float64 result in p.layout; x is [N, ...] in p.layout, w is HWIO."""
     x = np.asarray(x).astype(np.float64)
     w = np.asarray(w).astype(np.float64)

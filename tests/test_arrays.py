@@ -104,9 +104,10 @@ def test_batch_shape_ranks(batch, data_format, target):
 # --- other input types --------------------------------------------------------------------------
 
 def test_float_lists(backend):
-    x, w = _ints(CASE.x_shape, 17, np.float64), _ints(CASE.w_shape, 18, np.float64)
+    """Lists of Python floats are float32, as in TF and PyTorch (more: tests/test_list_inputs.py)."""
+    x, w = _ints(CASE.x_shape, 17, np.float32), _ints(CASE.w_shape, 18, np.float32)
     y = gpuconv.conv2d(x.tolist(), w.tolist(), **CASE.kwargs(), backend=backend)
-    assert isinstance(y, np.ndarray) and y.dtype == np.float64
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32
     np.testing.assert_array_equal(y, gpuconv.conv2d(x, w, **CASE.kwargs(), backend=backend))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -148,3 +149,66 @@ def test_quick_run_writes_json_and_chart(tmp_path):
         assert s["worst_layer"]["ratio_to_tf"] == max(ratios)
         seeds_ok = [by for lr in rep["layers"] for by in lr["results"] if by["kind"] == "seed" and by["status"] == "ok"]
         assert s["beats_every_seed_on_every_layer"] is (None if not seeds_ok else not s["seed_losses"])
+
+
+def _benchmark_must_not_run(monkeypatch):
+    from gpuconv.bench import runner
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the benchmark started although the command should have stopped first")
+    monkeypatch.setattr(runner, "make_case", fail)
+
+
+@pytest.mark.parametrize("hidden", [("rich",), ("matplotlib",), ("rich", "threadpoolctl", "matplotlib")])
+def test_missing_bench_extra_names_it_and_exits_2(hidden, tmp_path, monkeypatch, capsys):
+    for module in hidden:
+        monkeypatch.setitem(sys.modules, module, None)   # `import module` now raises ImportError
+    _benchmark_must_not_run(monkeypatch)
+    assert cli_main(["bench", "--quick", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "gpuconv[bench]"' in err and all(m in err for m in hidden), err
+    assert "Traceback" not in err
+
+
+def test_missing_matplotlib_is_fine_without_the_chart(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert cli_main(["bench", "--quick", "--layers", "resnet_1x1_reduce", "--backends", "numpy", "--peers", "none",
+                     "--repeats", "1", "--no-chart", "--out", str(tmp_path)]) == 0
+    assert list(tmp_path.glob("bench-float32-*.json")) and not list(tmp_path.glob("*.png"))
+
+
+def test_unwritable_out_fails_before_the_benchmark(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _benchmark_must_not_run(monkeypatch)
+    assert cli_main(["bench", "--quick", "--out", str(blocker / "results")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out '{blocker / 'results'}' is not a writable folder" in err, err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_read_only_out_fails_before_the_benchmark(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "results"
+    out.mkdir(mode=0o555)
+    _benchmark_must_not_run(monkeypatch)
+    assert cli_main(["bench", "--quick", "--out", str(out)]) == 2
+    assert "is not a writable folder" in capsys.readouterr().err
+
+
+def test_rich_output_keeps_brackets_from_reasons_and_paths(tmp_path, capsys):
+    """'gpuconv[cuda13]' in an install hint, or a folder named like markup, must print as written."""
+    from rich.console import Console
+
+    from gpuconv.bench.runner import print_table
+    out = tmp_path / "results[bold]"
+    assert cli_main(["bench", "--quick", "--layers", "resnet_1x1_reduce", "--backends", "numpy", "--peers", "none",
+                     "--repeats", "1", "--no-chart", "--out", str(out)]) == 0
+    (json_path,) = out.glob("bench-float32-*.json")
+    assert f"JSON: {json_path}" in capsys.readouterr().out
+    report = json.loads(json_path.read_text())
+    report["machine"]["cpu_model"] = "Imaginary CPU [v2]"
+    report["not_run"] = [{"impl": "gpuconv-cupy", "reason": 'no CUDA headers: pip install "gpuconv[cuda13]"'}]
+    console = Console(width=400, force_terminal=False)
+    print_table(report, console)
+    printed = capsys.readouterr().out
+    assert 'pip install "gpuconv[cuda13]"' in printed and "Imaginary CPU [v2]" in printed, printed

