@@ -22,6 +22,7 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -168,9 +169,13 @@ inline bool run_block(uint64_t& rng, bool shuffle) {
     }
 }
 
-// Runs a whole grid. `body(arg)` is one thread's call of the kernel with its arguments.
-inline int launch(const unsigned* grid, const unsigned* block, size_t shared_bytes, uint64_t seed, int shuffle,
-                  void (*body)(void*), void* arg, char* err, size_t err_len) {
+// Runs the blocks of a grid in order (x fastest) from *next_block on, and returns when the grid is done
+// or max_seconds have passed, with *next_block advanced: the caller calls again until it reaches the
+// block count, and between calls the interpreter can handle signals (Ctrl-C). *rng carries the shuffle
+// state from one call to the next. `body(arg)` is one thread's call of the kernel with its arguments.
+inline int launch(const unsigned* grid, const unsigned* block, size_t shared_bytes, unsigned long long* rng,
+                  int shuffle, unsigned long long* next_block, double max_seconds, void (*body)(void*), void* arg,
+                  char* err, size_t err_len) {
     auto& r = rt();
     gridDim = dim3(grid[0], grid[1], grid[2]);
     blockDim = dim3(block[0], block[1], block[2]);
@@ -187,22 +192,28 @@ inline int launch(const unsigned* grid, const unsigned* block, size_t shared_byt
     r.body = body;
     r.body_arg = arg;
     r.error.clear();
-    uint64_t rng = seed;
+    uint64_t state = *rng;
+    const uint64_t plane = uint64_t(grid[0]) * grid[1];
+    const uint64_t blocks = plane * grid[2];
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(max_seconds);
+    int rc = 0;
     try {
-        for (unsigned z = 0; z < grid[2]; ++z)
-            for (unsigned y = 0; y < grid[1]; ++y)
-                for (unsigned x = 0; x < grid[0]; ++x) {
-                    blockIdx = make_uint3(x, y, z);
-                    if (!run_block(rng, shuffle != 0)) {
-                        std::snprintf(err, err_len, "%s", r.error.c_str());
-                        return 2;
-                    }
-                }
+        for (uint64_t b = *next_block; b < blocks;) {
+            blockIdx = make_uint3(unsigned(b % grid[0]), unsigned(b / grid[0] % grid[1]), unsigned(b / plane));
+            if (!run_block(state, shuffle != 0)) {
+                std::snprintf(err, err_len, "%s", r.error.c_str());
+                rc = 2;
+                break;
+            }
+            *next_block = ++b;
+            if (std::chrono::steady_clock::now() >= deadline) break;
+        }
     } catch (const std::exception& e) {
         std::snprintf(err, err_len, "exception in kernel: %s", e.what());
-        return 3;
+        rc = 3;
     }
-    return 0;
+    *rng = state;
+    return rc;
 }
 
 }  // namespace gpuconv_emu

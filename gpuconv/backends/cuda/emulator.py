@@ -5,27 +5,29 @@ Each kernel file (our headers inlined, exactly the text NVRTC compiles) is built
 shared library, force-including kernels/host/cuda_host.h, which supplies threadIdx & co. and a real
 __syncthreads() (threads of a block are fibers). A small generated wrapper per entry point unpacks a
 `void** args` array the way cuLaunchKernel does. Libraries are cached on disk under a hash of the
-sources, flags and compiler.
+sources, flags and compiler (emulator_build.py). A launch runs its grid in slices of SLICE_SECONDS, so
+Ctrl-C interrupts a long one promptly.
 
 Options (environment): GPUCONV_EMULATOR_SHUFFLE=<seed> runs the threads of every phase in a seeded
-random order, so a race shows as results that change between seeds; GPUCONV_CXX picks the compiler.
+random order, so a race shows as results that change between seeds; GPUCONV_CXX picks the compiler,
+GPUCONV_CXX_TIMEOUT limits its run (seconds).
 """
 from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
-from pathlib import Path
+import weakref
 from typing import Optional
 
 import numpy as np
 
 from .backend import CudaBackend
+from .emulator_build import build_library, cache_dir, find_compiler, is_intact
+from .emulator_build import compiler  # noqa: F401  (re-exported: `gpuconv info` reports it)
 from .launch import Launch
 from .signature import Entry, entries_of, parse_entries
 from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
@@ -34,25 +36,9 @@ from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
 _LAUNCH_LOCK = threading.Lock()
 
 CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
-
-
-def compiler() -> Optional[str]:
-    return shutil.which(os.environ.get("GPUCONV_CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")
-
-
-def cache_dir() -> Path:
-    """Where compiled kernel libraries are kept: GPUCONV_CACHE_DIR, else ~/.cache/gpuconv, else (home
-    not writable, as in some containers) the temporary directory."""
-    root = os.environ.get("GPUCONV_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gpuconv")
-    for candidate in (Path(root), Path(tempfile.gettempdir()) / f"gpuconv-{os.getuid()}"):
-        try:
-            (candidate / "emulator").mkdir(parents=True, exist_ok=True)
-            return candidate / "emulator"
-        except OSError:
-            continue
-    raise RuntimeError(f"no writable cache directory for the emulator's compiled kernels: tried {root} and "
-                       f"{tempfile.gettempdir()}; set GPUCONV_CACHE_DIR")
+# A launch runs its grid in slices of about this many seconds, returning to Python between them: the
+# interpreter runs signal handlers only there, so this bounds how late Ctrl-C arrives.
+SLICE_SECONDS = 0.05
 
 
 def wrapper_source(entries: dict[str, Entry]) -> str:
@@ -65,9 +51,10 @@ def wrapper_source(entries: dict[str, Entry]) -> str:
             f"    void** a = static_cast<void**>(v);\n"
             f"    {e.name}({call_args});\n}}\n"
             f'extern "C" int gpuconv_launch_{e.name}(const unsigned* grid, const unsigned* block, size_t smem,\n'
-            f"        unsigned long long seed, int shuffle, void** args, char* err, size_t err_len) {{\n"
-            f"    return gpuconv_emu::launch(grid, block, smem, seed, shuffle, gpuconv_body_{e.name}, args,"
-            f" err, err_len);\n}}\n")
+            f"        unsigned long long* rng, int shuffle, unsigned long long* next_block, double max_seconds,\n"
+            f"        void** args, char* err, size_t err_len) {{\n"
+            f"    return gpuconv_emu::launch(grid, block, smem, rng, shuffle, next_block, max_seconds,\n"
+            f"                               gpuconv_body_{e.name}, args, err, err_len);\n}}\n")
     return "\n".join(out)
 
 
@@ -76,32 +63,21 @@ class EmulatedModule:
 
     def __init__(self, file: str, source: str, defines: tuple[tuple[str, int], ...] = ()):
         self.file = file
-        cxx = compiler()
+        cxx, why_not = find_compiler()
         if cxx is None:
-            raise RuntimeError("the emulator backend needs a C++ compiler (g++, c++ or clang++) on PATH, "
-                               "or GPUCONV_CXX naming one")
+            raise RuntimeError(f"the emulator backend needs a C++ compiler: {why_not}")
         self.entries = parse_entries(source)
         runtime = (kernel_dir() / "host" / "cuda_host.h").read_text()
         includes = cuda_include_dirs()
         flags = list(CXX_FLAGS) + [f"-D{k}={v}" for k, v in defines]
         key = source_hash(source, runtime, " ".join(flags), cxx, *includes)
         lib = cache_dir() / f"{file}-{key}.so"
-        if not lib.exists():
-            self._build(cxx, flags, includes, source, lib)
+        if not is_intact(lib):  # missing, or damaged since it was built: loading it could SIGBUS
+            build_library([cxx, *flags, "-include", str(kernel_dir() / "host" / "cuda_host.h"),
+                           *[f"-I{d}" for d in includes]], f"{file}.cpp",
+                          source + "\n\n// ---- emulator launchers ----\n" + wrapper_source(self.entries),
+                          lib, f"{file}.cu")
         self.lib = ctypes.CDLL(str(lib))
-
-    def _build(self, cxx, flags, includes, source, lib: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="gpuconv-emu-") as tmp:
-            src = Path(tmp) / f"{self.file}.cpp"
-            src.write_text(source + "\n\n// ---- emulator launchers ----\n" + wrapper_source(self.entries))
-            out = Path(tmp) / lib.name
-            cmd = [cxx, *flags, "-include", str(kernel_dir() / "host" / "cuda_host.h"),
-                   *[f"-I{d}" for d in includes], str(src), "-o", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"compiling {self.file}.cu for the emulator failed:\n{' '.join(cmd)}\n"
-                                   f"{proc.stderr[-4000:]}")
-            os.replace(out, lib)  # atomic: concurrent builders never see a half-written library
 
     def launch(self, launch: Launch, seed: int = 0, shuffle: bool = False) -> None:
         with _LAUNCH_LOCK:  # the runtime's fibers and built-in variables are process-global state
@@ -120,10 +96,14 @@ class EmulatedModule:
         grid = (ctypes.c_uint * 3)(*launch.grid)
         block = (ctypes.c_uint * 3)(*launch.block)
         err = ctypes.create_string_buffer(512)
-        rc = fn(grid, block, ctypes.c_size_t(launch.shared_mem), ctypes.c_ulonglong(seed), ctypes.c_int(shuffle),
-                ptrs, err, ctypes.c_size_t(len(err)))
-        if rc != 0:
-            raise RuntimeError(f"kernel {launch.kernel} failed in the emulator: {err.value.decode()}")
+        rng = ctypes.c_ulonglong(seed)
+        next_block = ctypes.c_ulonglong(0)
+        blocks = math.prod(launch.grid)
+        while next_block.value < blocks:  # one slice of the grid per call; signals are handled in between
+            rc = fn(grid, block, ctypes.c_size_t(launch.shared_mem), ctypes.byref(rng), ctypes.c_int(shuffle),
+                    ctypes.byref(next_block), ctypes.c_double(SLICE_SECONDS), ptrs, err, ctypes.c_size_t(len(err)))
+            if rc != 0:
+                raise RuntimeError(f"kernel {launch.kernel} failed in the emulator: {err.value.decode()}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,13 +124,16 @@ def shuffle_seed() -> Optional[int]:
 class GuardedNumpy:
     """NumPy, except that `empty` surrounds every array with guard bytes that are checked after each
     launch: a kernel writing outside an output or workspace array fails loudly here, where on a GPU it
-    would silently corrupt a neighbour."""
+    would silently corrupt a neighbour.
+
+    The registry of guarded buffers holds them weakly: an entry lives exactly as long as its buffer,
+    so nothing has to be released after a call, and no thread's call can unregister another's arrays."""
 
     GUARD = 4096
     PATTERN = 0xA5
 
     def __init__(self):
-        self._buffers: dict[int, np.ndarray] = {}
+        self._buffers: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 
     def __getattr__(self, name):
         return getattr(np, name)
@@ -162,21 +145,23 @@ class GuardedNumpy:
         self._buffers[id(buf)] = buf
         return buf[self.GUARD:self.GUARD + nbytes].view(dtype).reshape(shape)
 
+    def guarded_buffer(self, a: np.ndarray) -> Optional[np.ndarray]:
+        """The guarded buffer `a` is a view of, or None when `empty` did not allocate it."""
+        root = a
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        return root if self._buffers.get(id(root)) is root else None
+
     def check(self, launch: Launch) -> None:
         for param, a in zip(launch_entry_params(launch), launch.args):
             if not isinstance(a, np.ndarray) or not param.pointer or param.const:
                 continue
-            root = a
-            while isinstance(root.base, np.ndarray):
-                root = root.base
-            if self._buffers.get(id(root)) is root:
+            root = self.guarded_buffer(a)
+            if root is not None:
                 for side, guard in (("before", root[:self.GUARD]), ("after", root[-self.GUARD:])):
                     if not (guard == self.PATTERN).all():
                         raise RuntimeError(f"kernel {launch.kernel} wrote {side} the end of its "
                                            f"'{param.name}' array (out-of-bounds write)")
-
-    def release(self) -> None:
-        self._buffers.clear()
 
 
 def launch_entry_params(launch: Launch):
@@ -192,18 +177,17 @@ class EmulatorBackend(CudaBackend):
         self.seed = seed
         self.xp = GuardedNumpy()
 
-    def run(self, p, x, w, algorithm):
-        try:
-            return super().run(p, x, w, algorithm)
-        finally:
-            self.xp.release()  # the result stays valid: it is a view that keeps its buffer alive
-
     def unavailable_reason(self) -> Optional[str]:
         if not sys.platform.startswith("linux"):
             # cuda_host.h relies on ucontext fibers and the linker's __start_/__stop_ section symbols (ELF)
             return f"the emulator runs on Linux only (this is {sys.platform})"
-        if compiler() is None:
-            return "no C++ compiler (g++, c++ or clang++) on PATH"
+        cxx, why_not = find_compiler()
+        if cxx is None:
+            return why_not
+        try:
+            cache_dir()
+        except RuntimeError as e:
+            return str(e)
         return self.headers_reason()
 
     def owns(self, array) -> bool:
