@@ -454,7 +454,7 @@ def progress_bar(total: int, enabled: bool, file=None):
     if not enabled or total <= 0:
         yield lambda label: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(file=file or sys.stderr), transient=True) as bar:
         task = bar.add_task("gpuconv kernels", total=total)
         yield lambda label: bar.update(task, advance=1, description=f"done: {label}")

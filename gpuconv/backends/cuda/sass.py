@@ -270,6 +270,7 @@ class LoopMix:
     shared_loads: dict  # full mnemonic -> count
     global_loads: dict  # full mnemonic -> count
     other: int
+    opcodes: dict  # every opcode without modifiers (FFMA, IMAD, ...) -> count, most frequent first
     first_address: int
     last_address: int
 
@@ -283,7 +284,8 @@ class LoopMix:
 
     def to_json(self) -> dict:
         return {"length": self.length, "fma": self.fma, "shared_loads": self.shared_loads,
-                "global_loads": self.global_loads, "other": self.other, "fma_count": self.fma_count,
+                "global_loads": self.global_loads, "other": self.other, "opcodes": self.opcodes,
+                "fma_count": self.fma_count,
                 "fma_share": round(self.fma_share, 4),
                 "shared_load_bits": {k: load_bits(k) for k in self.shared_loads},
                 "global_load_bits": {k: load_bits(k) for k in self.global_loads},
@@ -307,8 +309,9 @@ def mix(instructions: Iterable[Instruction]) -> LoopMix:
         else:
             other += 1
     addresses = [x.address for x in instructions] or [0]
+    opcodes = dict(collections.Counter(x.base for x in instructions).most_common())
     return LoopMix(len(instructions), fma, dict(sorted(shared.items())), dict(sorted(glob.items())), other,
-                   min(addresses), max(addresses))
+                   opcodes, min(addresses), max(addresses))
 
 
 @dataclasses.dataclass(frozen=True)
