@@ -154,6 +154,22 @@ def test_category(line, kind):
     assert sass.category(sass.Instruction(0, opcode, operands)) == kind
 
 
+def test_nvdisasm_is_found_from_the_wheel_without_pathfinder(monkeypatch):
+    import cuda.pathfinder
+
+    if sass._from_wheel() is None:
+        pytest.skip("the nvidia-cuda-nvdisasm wheel is not installed")
+    monkeypatch.delattr(cuda.pathfinder, "find_nvidia_binary_utility", raising=False)  # as in older releases
+    monkeypatch.setenv("PATH", "")
+    sass.nvdisasm_path.cache_clear()
+    try:
+        path = sass.nvdisasm_path()
+    finally:
+        monkeypatch.undo()
+        sass.nvdisasm_path.cache_clear()
+    assert Path(path).name == "nvdisasm" and Path(path).parent.name == "bin"
+
+
 def test_disassemble_rejects_what_is_not_a_cubin():
     with pytest.raises(ValueError, match="cubin is not allowed"):
         sass.disassemble(b"// PTX text, not an ELF")
@@ -163,6 +179,7 @@ def test_missing_nvdisasm_says_how_to_install(monkeypatch, capsys):
     import cuda.pathfinder
 
     monkeypatch.setattr(cuda.pathfinder, "find_nvidia_binary_utility", lambda name: None, raising=False)
+    monkeypatch.setattr(sass, "_from_wheel", lambda: None)
     monkeypatch.setenv("PATH", "")
     monkeypatch.delenv("CUDA_HOME", raising=False)
     monkeypatch.delenv("CUDA_PATH", raising=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import importlib.metadata
 import os
 import re
 import shutil
@@ -46,22 +47,35 @@ class NvdisasmError(RuntimeError):
     """nvdisasm ran and failed (e.g. a cubin for an architecture it does not know)."""
 
 
+def _from_wheel() -> Optional[str]:
+    """nvdisasm inside the nvidia-cuda-nvdisasm wheel, found from the wheel's own file list."""
+    try:
+        files = importlib.metadata.distribution("nvidia-cuda-nvdisasm").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name in ("nvdisasm", "nvdisasm.exe") and f.parent.name == "bin":
+            path = str(f.locate())
+            if os.access(path, os.X_OK):
+                return path
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def nvdisasm_path() -> str:
-    """nvdisasm's path: from NVIDIA's wheels or a toolkit (cuda-pathfinder >= 1.4 knows both), else PATH."""
+    """nvdisasm's path: cuda-pathfinder (NVIDIA's wheels, conda, a toolkit), the wheel's file list
+    (older cuda-pathfinder has no find_nvidia_binary_utility), PATH, then $CUDA_HOME/bin, $CUDA_PATH/bin."""
     try:
         from cuda.pathfinder import find_nvidia_binary_utility
-    except ImportError:  # cuda-pathfinder missing or too old for binary utilities
+    except ImportError:
         found = None
     else:
         found = find_nvidia_binary_utility("nvdisasm")
-    found = found or shutil.which("nvdisasm")
-    if found is None:
-        for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
-            candidate = os.path.join(home, "bin", "nvdisasm") if home else None
-            if candidate and os.access(candidate, os.X_OK):
-                found = candidate
-                break
+    found = found or _from_wheel() or shutil.which("nvdisasm")
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
+        candidate = os.path.join(home, "bin", "nvdisasm") if home else None
+        if found is None and candidate and os.access(candidate, os.X_OK):
+            found = candidate
     if found is None:
         raise NvdisasmNotFound(INSTALL_HELP)
     return found
