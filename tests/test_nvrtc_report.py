@@ -5,6 +5,7 @@ no GPU needed; each compilation is done once per session through the fixtures.
 """
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import shutil
@@ -363,6 +364,43 @@ def test_kernels_command_passes_and_writes_json(small_file, tmp_path, capsys):
     fn = {f["name"]: f for f in rep["functions"]}
     assert rep["arch"] == "sm_80" and fn["reverse_axpy"]["threads"] == 256 and data["problems"] == []
     assert fn["reverse_axpy"]["occupancy"]["blocks_per_sm"] >= 1
+
+
+def test_compile_report_reports_progress_once_per_compilation(small_file):
+    labels = []
+    reports = report.compile_report([small_file], TWO_ARCHS, progress=labels.append)
+    assert sorted(labels) == ["small.cu [sm_75]", "small.cu [sm_90]"]
+    assert [r.arch for r in reports] == list(TWO_ARCHS)  # in task order, whatever order they finished in
+
+
+def test_kernels_output_on_a_pipe_has_no_progress_and_parses(small_file):
+    res = subprocess.run([sys.executable, "-m", "gpuconv.cli", "kernels", str(small_file), "--arch", "sm_80",
+                          "--arch", "sm_90"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # stderr is a pipe: no progress bar
+    assert "\x1b" not in res.stdout and "\r" not in res.stdout  # no cursor movement or colour codes
+    lines = res.stdout.splitlines()
+    header = next(ln for ln in lines if "function" in ln and "occupancy" in ln)
+    names = [c.strip() for c in header.strip("┃ ").split("┃")]
+    rows = [dict(zip(names, (c.strip() for c in ln.strip("│ ").split("│")))) for ln in lines if ln.startswith("│")]
+    axpy = {r["arch"]: r for r in rows if r["function"] == "reverse_axpy"}
+    assert set(axpy) == {"sm_80", "sm_90"} and axpy["sm_80"]["threads"] == "128" and axpy["sm_80"]["file"] == "small.cu"
+    assert lines[-1] == "2 compilation(s) (1 files x 2 archs), 6 entry points, no errors, no spills"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_only_on_a_terminal_stderr(small_file, monkeypatch, capsys, quiet):
+    err = _Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    rc = cli.main(["kernels", str(small_file), "--arch", "sm_80"] + (["--quiet"] if quiet else []))
+    out = capsys.readouterr().out
+    assert rc == 0 and out.splitlines()[-1].endswith("no errors, no spills") and "done:" not in out
+    assert ("done: small.cu [sm_80]" in err.getvalue()) is not quiet
 
 
 def test_kernels_command_fails_on_spills(spill_file, capsys):

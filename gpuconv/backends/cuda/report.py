@@ -34,6 +34,7 @@ the figure is an upper bound (marked "<="); `--dynamic-smem BYTES` adds a per-bl
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
@@ -41,9 +42,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
-from . import nvrtc, sources
+from . import nvrtc, sass, sources
 
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
 
@@ -244,6 +245,7 @@ class KernelReport:
     warnings: list = dataclasses.field(default_factory=list)
     error: Optional[str] = None
     seconds: float = 0.0
+    cubin: Optional[bytes] = dataclasses.field(default=None, repr=False)  # for `--sass`; not in the JSON
 
     def occupancy(self, f: FunctionStats, dynamic_smem: int = 0) -> Optional[Occupancy]:
         if not f.entry or f.threads is None or f.registers is None:
@@ -269,7 +271,7 @@ def compile_one(path: Path, arch: str, defines=(), options: Iterable[str] = ()) 
         rep.error = e.log.strip() or e.status
         rep.warnings = [ln.strip() for ln in e.log.splitlines() if re.search(r"\bwarning\b", ln)]
         return rep
-    rep.seconds = res.seconds
+    rep.seconds, rep.cubin = res.seconds, res.cubin
     funcs, rep.module, rep.warnings = parse_ptxas_log(res.log)
     for name, info in parse_ptx_entries(res.ptx).items():
         f = funcs.setdefault(name, FunctionStats(name, entry=True))
@@ -279,8 +281,10 @@ def compile_one(path: Path, arch: str, defines=(), options: Iterable[str] = ()) 
 
 
 def compile_report(files: Optional[Iterable[Path]] = None, archs: Iterable[str] = ARCHS, defines=(),
-                   options: Iterable[str] = (), jobs: Optional[int] = None) -> list[KernelReport]:
-    """Compile each file for each arch (in parallel: one NVRTC program per thread) and parse the reports."""
+                   options: Iterable[str] = (), jobs: Optional[int] = None,
+                   progress: Optional[Callable[[str], None]] = None) -> list[KernelReport]:
+    """Compile each file for each arch (in parallel: one NVRTC program per thread) and parse the reports.
+    `progress`, if given, is called with "file [arch]" as each compilation finishes."""
     files = list(sources.kernel_files() if files is None else files)
     archs = list(archs)
     for a in archs:
@@ -290,9 +294,33 @@ def compile_report(files: Optional[Iterable[Path]] = None, archs: Iterable[str] 
     if not tasks:
         return []
     nvrtc.build_options(archs[0], defines, options)  # bad macros / NVRTC missing: fail once, clearly
-    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
+    return _run_pool([(compile_one, (f, a, defines, options), f"{f.name} [{a}]") for f, a in tasks], jobs, progress)
+
+
+def _run_pool(calls: list, jobs: Optional[int], progress: Optional[Callable[[str], None]]) -> list:
+    """Results of (fn, args, label) calls run in a thread pool, in order; progress(label) as each ends."""
+    if not calls:
+        return []
+    jobs = jobs or min(len(calls), os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda t: compile_one(t[0], t[1], defines, options), tasks))
+        futures = {pool.submit(fn, *args): label for fn, args, label in calls}
+        if progress is not None:
+            for done in concurrent.futures.as_completed(futures):
+                progress(futures[done])
+        return [f.result() for f in futures]
+
+
+def sass_report(reports: Iterable[KernelReport], archs: Iterable[str] = sass.SASS_ARCHS, jobs: Optional[int] = None,
+                progress: Optional[Callable[[str], None]] = None) -> list[sass.SassRow]:
+    """The hot loop of every entry point in the reports compiled for one of `archs` (in parallel: nvdisasm
+    runs as a subprocess). Files that did not compile are left out: problems() reports them."""
+    archs = set(archs)
+    todo = [r for r in reports if r.arch in archs and r.error is None]
+    if todo:
+        sass.nvdisasm_path()  # missing: fail once, clearly
+    rows = _run_pool([(sass.analyse, (r.file, r.arch, r.cubin), f"{r.file} [{r.arch}] SASS") for r in todo],
+                     jobs, progress)
+    return [row for per_file in rows for row in per_file]
 
 
 def problems(reports: Iterable[KernelReport]) -> list[str]:
@@ -309,7 +337,7 @@ def problems(reports: Iterable[KernelReport]) -> list[str]:
     return out
 
 
-def to_json(reports: list[KernelReport], dynamic_smem: int = 0) -> dict:
+def to_json(reports: list[KernelReport], dynamic_smem: int = 0, sass_rows: Optional[list] = None) -> dict:
     rows = []
     for r in reports:
         d = {"file": r.file, "arch": r.arch, "error": r.error, "warnings": r.warnings, "module": r.module,
@@ -321,8 +349,11 @@ def to_json(reports: list[KernelReport], dynamic_smem: int = 0) -> dict:
             fd["occupancy"] = None if occ is None else {**dataclasses.asdict(occ), "fraction": occ.fraction}
             d["functions"].append(fd)
         rows.append(d)
-    return {"nvrtc_version": ".".join(map(str, nvrtc.version())), "dynamic_smem": dynamic_smem,
-            "reports": rows, "problems": problems(reports)}
+    out = {"nvrtc_version": ".".join(map(str, nvrtc.version())), "dynamic_smem": dynamic_smem,
+           "reports": rows, "problems": problems(reports)}
+    if sass_rows is not None:
+        out["sass"] = [row.to_json() for row in sass_rows]
+    return out
 
 
 def _occ_text(r: KernelReport, f: FunctionStats, dynamic_smem: int) -> str:
@@ -352,28 +383,81 @@ HEADERS = ("file", "function", "arch", "regs", "smem B", "stack B", "spill st/ld
            "occupancy", "nvrtc s")
 
 
-def print_report(reports: list[KernelReport], dynamic_smem: int = 0, file=None) -> None:
-    file = file or sys.stdout
-    rows = list(_rows(reports, dynamic_smem))
+def _print_table(title: str, headers: tuple, rows: list, left: Iterable[str], file, width: int = 160) -> None:
+    """rows: (cells, bad) pairs; a bad row is red in rich's table, marked "<-- FAIL" in plain text.
+    A cell's lines are stacked in rich's table and joined with spaces in plain text."""
     try:
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text
     except ImportError:
-        widths = [max(len(h), *(len(row[i]) for row, _ in rows)) if rows else len(h) for i, h in enumerate(HEADERS)]
-        print("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths)), file=file)
+        rows = [([c.replace("\n", " ") for c in row], bad) for row, bad in rows]
+        widths = [max(len(h), *(len(row[i]) for row, _ in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        print("  ".join(h.ljust(w) for h, w in zip(headers, widths)), file=file)
         for row, bad in rows:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + ("  <-- FAIL" if bad else ""), file=file)
     else:
-        table = Table(title=f"NVRTC {'.'.join(map(str, nvrtc.version()))} / ptxas -v", show_lines=False)
-        for h in HEADERS:
-            table.add_column(h, justify="left" if h in ("file", "function", "arch", "occupancy") else "right")
+        table = Table(title=title, show_lines=False)
+        for h in headers:
+            table.add_column(h, justify="left" if h in left else "right")
         for row, bad in rows:  # Text: no rich markup in cells ("[0]" in "372[0]" is data)
             table.add_row(*(Text(c) for c in row), style="bold red" if bad else None)
-        Console(file=file, width=max(160, Console(file=file).width)).print(table)
+        Console(file=file, width=max(width, Console(file=file).width)).print(table)
+
+
+def print_report(reports: list[KernelReport], dynamic_smem: int = 0, file=None) -> None:
+    file = file or sys.stdout
+    _print_table(f"NVRTC {'.'.join(map(str, nvrtc.version()))} / ptxas -v", HEADERS, list(_rows(reports, dynamic_smem)),
+                 ("file", "function", "arch", "occupancy"), file)
     for r in reports:
         for w in r.warnings:
             print(f"warning: {r.file} [{r.arch}]: {w}", file=file)
+
+
+SASS_HEADERS = ("file", "entry point", "arch", "loop instr", "nested (excluded)", "FFMA", "HFMA2", "DFMA", "HMMA",
+                "shared loads", "global loads", "other", "FMA share")
+
+
+def _loads(counts: dict) -> str:
+    return "\n".join(f"{op}:{n}" for op, n in counts.items()) or "-"
+
+
+def _sass_rows(rows: list[sass.SassRow]):
+    for row in rows:
+        lp = row.loop
+        if lp is None:
+            yield (row.file, row.function, row.arch, "no loop", *[""] * 9), False
+            continue
+        m = lp.mix
+        nested = f"{lp.nested_loops} loops, {lp.nested_length} instr" if lp.nested_loops else "-"
+        yield ((row.file, row.function, row.arch, str(m.length), nested, str(m.fma["FFMA"]), str(m.fma["HFMA2"]),
+                str(m.fma["DFMA"]), str(m.fma["HMMA"] + m.fma["HGMMA"]), _loads(m.shared_loads),
+                _loads(m.global_loads), str(m.other), f"{m.fma_share:.0%}"), False)
+
+
+def print_sass_report(rows: list[sass.SassRow], file=None) -> None:
+    """One row per entry point: its hot loop's length and instruction mix (see sass.hot_loop)."""
+    _print_table("SASS hot loops (nvdisasm): innermost loop doing multiply-adds, static instruction counts",
+                 SASS_HEADERS, list(_sass_rows(rows)), ("file", "entry point", "arch", "nested (excluded)",
+                                                          "shared loads", "global loads"), file or sys.stdout, width=200)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, enabled: bool, file=None):
+    """A transient progress bar on stderr (or `file`) while NVRTC and nvdisasm run; yields the callback
+    compile_report / sass_report take. Disabled (a no-op callback) unless `enabled` and rich is installed."""
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    except ImportError:
+        enabled = False
+    if not enabled or total <= 0:
+        yield lambda label: None
+        return
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(file=file or sys.stderr), transient=True) as bar:
+        task = bar.add_task("gpuconv kernels", total=total)
+        yield lambda label: bar.update(task, advance=1, description=f"done: {label}")
 
 
 def add_arguments(parser) -> None:
@@ -388,6 +472,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the full report as JSON to PATH")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="parallel NVRTC compilations (default: number of CPUs)")
+    parser.add_argument("--sass", action="store_true",
+                        help=f"also disassemble each cubin with nvdisasm and print the instruction mix of every entry "
+                             f"point's hot loop, for the --arch given (default: {', '.join(sass.SASS_ARCHS)})")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar on stderr (it is shown only when stderr is a terminal)")
 
 
 def _resolve_files(names: list[str]) -> list[Path]:
@@ -409,13 +498,22 @@ def run(args) -> int:
         if not files:
             print(f"no kernel files in {sources.kernel_dir()}: nothing to compile", file=sys.stderr)
             return 1
-        reports = compile_report(files, args.arch or ARCHS, args.define, jobs=args.jobs)
-    except (nvrtc.NvrtcNotFound, ValueError) as e:
+        archs = args.arch or ARCHS
+        sass_archs = [a for a in archs if a in (args.arch or sass.SASS_ARCHS)] if args.sass else []
+        if sass_archs:
+            sass.nvdisasm_path()  # before ~15 s of compiling
+        total = len(files) * (len(archs) + len(sass_archs))
+        with progress_bar(total, not args.quiet and sys.stderr.isatty()) as advance:
+            reports = compile_report(files, archs, args.define, jobs=args.jobs, progress=advance)
+            sass_rows = sass_report(reports, sass_archs, args.jobs, advance) if args.sass else None
+    except (nvrtc.NvrtcNotFound, sass.NvdisasmNotFound, sass.NvdisasmError, ValueError) as e:
         print(f"gpuconv kernels: error: {e}", file=sys.stderr)
         return 1
     print_report(reports, args.dynamic_smem)
+    if sass_rows is not None:
+        print_sass_report(sass_rows)
     if args.json:
-        args.json.write_text(json.dumps(to_json(reports, args.dynamic_smem), indent=1))
+        args.json.write_text(json.dumps(to_json(reports, args.dynamic_smem, sass_rows), indent=1))
     bad = problems(reports)
     for b in bad:
         print(f"FAIL: {b}", file=sys.stderr)
