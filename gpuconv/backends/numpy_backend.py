@@ -337,3 +337,14 @@ def blas_threads(n: int):
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limit = None
+
+
+def _reset_after_fork() -> None:
+    """In a forked child: the parent's worker threads do not exist there, so a cached pool would wait
+    forever on work no thread picks up, and a lock held by a parent thread at the fork stays held."""
+    global _blas_lock, _blas_users, _blas_limit
+    worker_pool.cache_clear()
+    _blas_lock, _blas_users, _blas_limit = threading.Lock(), 0, None
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
