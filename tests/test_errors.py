@@ -5,7 +5,10 @@ against our own rules only, never by calling TF.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -289,13 +292,43 @@ def test_set_workspace_sets_the_bounds(monkeypatch):
     assert (gpuconv.settings.numpy_workspace_bytes, gpuconv.settings.cuda_workspace_bytes) == (1 << 20, 2 << 20)
 
 
-@pytest.mark.parametrize("value,fragment", [("lots", "not allowed: expected a number of bytes"),
-                                            ("0", "expected a positive number of bytes")])
-def test_workspace_environment_variable_is_checked(monkeypatch, value, fragment):
+@pytest.mark.parametrize("name,value", [("GPUCONV_NUMPY_WORKSPACE", "lots"), ("GPUCONV_NUMPY_WORKSPACE", ""),
+                                        ("GPUCONV_NUMPY_WORKSPACE", "0"), ("GPUCONV_CUDA_WORKSPACE", "-3"),
+                                        ("GPUCONV_CUDA_INDEX64", "maybe")])
+def test_malformed_environment_variable_warns_and_keeps_the_default(monkeypatch, name, value):
     from gpuconv.config import Settings
-    monkeypatch.setenv("GPUCONV_NUMPY_WORKSPACE", value)
-    with pytest.raises(ValueError, match=f"GPUCONV_NUMPY_WORKSPACE={value!r}.*{fragment}"):
-        Settings()
+    monkeypatch.delenv(name, raising=False)
+    default = Settings()
+    monkeypatch.setenv(name, value)
+    with pytest.warns(UserWarning, match=f"{name}={value!r} is not allowed.*using the default"):
+        assert Settings() == default
+
+
+def test_import_survives_a_malformed_environment_variable():
+    env = dict(os.environ, GPUCONV_NUMPY_WORKSPACE="", GPUCONV_CUDA_INDEX64="maybe")
+    r = subprocess.run([sys.executable, "-c", "import gpuconv; print(gpuconv.settings.numpy_workspace_bytes)"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(64 << 20)
+    assert "GPUCONV_NUMPY_WORKSPACE=''" in r.stderr and "GPUCONV_CUDA_INDEX64='maybe'" in r.stderr
+
+
+def test_set_workspace_accepts_numpy_integers(monkeypatch):
+    monkeypatch.setattr(gpuconv.settings, "numpy_workspace_bytes", gpuconv.settings.numpy_workspace_bytes)
+    gpuconv.set_workspace(numpy_bytes=np.int64(3 << 20))
+    assert gpuconv.settings.numpy_workspace_bytes == 3 << 20
+    assert type(gpuconv.settings.numpy_workspace_bytes) is int
+
+
+def test_algorithms_of_auto_says_what_is_allowed():
+    with pytest.raises(ValueError, match=r"backend='auto' is not allowed for algorithms\(\).*picks a backend per "
+                                         r"conv2d call.*expected one of \['cupy', 'emulator', 'numpy'\]"):
+        gpuconv.algorithms("auto")
+
+
+def test_conv2d_unknown_backend_lists_auto():
+    with pytest.raises(ValueError, match=r"backend='gpu' is not allowed: expected 'auto' or one of"):
+        gpuconv.conv2d(np.ones((1, 3, 3, 1), np.float32), np.ones((1, 1, 1, 1), np.float32), backend="gpu")
 
 
 @pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("0", False), ("", False)])
@@ -303,10 +336,3 @@ def test_index64_environment_flag(monkeypatch, value, expected):
     from gpuconv.config import Settings
     monkeypatch.setenv("GPUCONV_CUDA_INDEX64", value)
     assert Settings().cuda_force_index64 is expected
-
-
-def test_index64_environment_flag_rejects_other_values(monkeypatch):
-    from gpuconv.config import Settings
-    monkeypatch.setenv("GPUCONV_CUDA_INDEX64", "maybe")
-    with pytest.raises(ValueError, match="GPUCONV_CUDA_INDEX64='maybe' is not allowed"):
-        Settings()
