@@ -8,6 +8,7 @@ adds what is specific to one algorithm's arithmetic and memory use.
 from __future__ import annotations
 
 import tracemalloc
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -174,6 +175,25 @@ def test_winograd_keeps_nan_and_inf_in_their_receptive_field():
     np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
     assert np.isnan(y[0, 1:4, 1:4]).all() and np.isfinite(y[0, :1]).all()
+
+
+def test_winograd_float16_finiteness_check_does_not_overflow(monkeypatch):
+    """Post-ReLU float16 data whose float16 sum overflows is finite: Winograd must run (not fall back to
+    gemm) and no NumPy overflow warning may reach the caller."""
+    rng = np.random.default_rng(6)
+    x = (np.abs(rng.standard_normal((2, 16, 16, 16))) * 300).astype(np.float16)
+    w = rng.standard_normal((3, 3, 16, 8)).astype(np.float16)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(x.sum())        # the case is real: a float16 sum overflows
+
+    def no_fallback(*args):
+        raise AssertionError("Winograd fell back to gemm on finite input")
+    monkeypatch.setattr(nb.Im2colGemm, "run", no_fallback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = gpuconv.conv2d(x, w, 1, "SAME", backend="numpy", algorithm="winograd")
+    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, 1, "SAME")[0]
+    tolerances.assert_result(y, x, w, p, algorithm="winograd")
 
 
 def test_auto_rule():

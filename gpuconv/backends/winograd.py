@@ -198,11 +198,15 @@ class Winograd(Algorithm):
     def run(self, p: ConvProblem, x, w, out):
         # Winograd mixes the inputs of a whole tile, so a NaN or Inf would reach every output of its tile
         # (and Inf - Inf gives NaN). The sum of the inputs is finite exactly when no input is NaN/Inf (or
-        # when a huge finite sum overflows, harmlessly sending us down the exact path too).
-        if not (np.isfinite(np.sum(x)) and np.isfinite(np.sum(w))):
+        # when a huge finite sum overflows, harmlessly sending us down the exact path too). Summed in the
+        # accumulator type: a float16 sum overflows on ordinary post-ReLU data. No temporary array, unlike
+        # np.isfinite(x).all().
+        ct = accumulator(p.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(np.sum(x, dtype=ct)) and np.isfinite(np.sum(w, dtype=ct))
+        if not finite:
             from .numpy_backend import Im2colGemm
             return Im2colGemm().run(p, x, w, out)
-        ct = accumulator(p.dtype)
         tf = transforms(self.m or tile_size(p), ct)
         xv = x if p.layout == "NHWC" else x.transpose(0, 2, 3, 1)
         yv = out if p.layout == "NHWC" else out.transpose(0, 2, 3, 1)
