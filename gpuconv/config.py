@@ -43,7 +43,8 @@ def _env_flag(name: str) -> bool:
 
 @dataclasses.dataclass
 class Settings:
-    # Extra memory the NumPy backend may use beyond input and output (im2col chunks, transforms).
+    # Extra memory the NumPy backend may use beyond input, output and one accumulator-type copy of the
+    # filters (made for half, non-native or grouped filters): im2col chunks, transforms, conversions.
     numpy_workspace_bytes: int = dataclasses.field(
         default_factory=lambda: _env_bytes("GPUCONV_NUMPY_WORKSPACE", 64 << 20))
     # GPU workspace for im2col column chunks.
@@ -60,7 +61,11 @@ settings = Settings()
 
 def set_workspace(numpy_bytes: int | None = None, cuda_bytes: int | None = None) -> None:
     """Set the NumPy backend's and/or the CUDA backends' workspace bound, in bytes (any integer type,
-    NumPy's included; not bool)."""
+    NumPy's included; not bool).
+
+    The NumPy bound covers every temporary beyond the input, the output and one copy of the filters in
+    the accumulator type (float32 for half types; made only for half, non-native-byte-order or grouped
+    filters); NumPy's own ufunc buffers (about 100 KiB) come on top."""
     for name, value in (("numpy_bytes", numpy_bytes), ("cuda_bytes", cuda_bytes)):
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)
                                   or value < 1):

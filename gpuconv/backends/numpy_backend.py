@@ -9,7 +9,8 @@ Algorithms
     winograd   3x3 stride-1 undilated (see winograd.py), when present.
 
 Half types are widened to float32 chunk by chunk and the result rounded once; float64 stays float64.
-Extra memory stays within config.settings.numpy_workspace_bytes beyond input and output.
+Extra memory stays within config.settings.numpy_workspace_bytes beyond input, output and one copy of the
+filters in the accumulator type (see config.set_workspace).
 
 Algorithms dominated by NumPy's single-threaded elementwise passes (depthwise; Winograd's transforms on
 large images or bundled groups) split the batch over worker threads, each with its share of the
