@@ -70,12 +70,13 @@ def _add_terms(p: ConvProblem, x, w, y, bad) -> None:
         channel = (k // p.KG) * p.CG + c
         src = xv[:, a * p.SH + ih:(b - 1) * p.SH + ih + 1:p.SH, l * p.SW + iw:(r - 1) * p.SW + iw + 1:p.SW, channel]
         yv[:, a:b, l:r, k] = yv[:, a:b, l:r, k] + src * w[kh, kw, c, k]
-        hit = xp.argwhere(~xp.isfinite(src))           # [n, oh - a, ow - l] where Inf * 0 polluted y
-        if hit.shape[0]:
-            polluted.append(xp.concatenate([hit + xp.asarray([0, a, l]), xp.full((hit.shape[0], 1), k)], axis=1))
+        n, oh, ow = xp.nonzero(~xp.isfinite(src))      # where Inf * 0 polluted the GEMM's sum
+        polluted.append(((n * p.OH + oh + a) * p.OW + ow + l) * p.K + k)
     if polluted:
-        at = xp.unique(xp.concatenate(polluted), axis=0)
-        yv[at[:, 0], at[:, 1], at[:, 2], at[:, 3]] = _outputs_by_definition(p, xv, w, at).astype(y.dtype)
+        flat = xp.unique(xp.concatenate(polluted))     # NHWC flat output indices, each once
+        at = xp.stack(xp.unravel_index(flat, (p.N, p.OH, p.OW, p.K)), axis=1)
+        if at.shape[0]:
+            yv[at[:, 0], at[:, 1], at[:, 2], at[:, 3]] = _outputs_by_definition(p, xv, w, at).astype(y.dtype)
 
 
 def _outputs_by_definition(p: ConvProblem, xv, w, at):
