@@ -7,7 +7,7 @@ import numpy as np
 
 from . import config
 from .arg_types import IntOrInts, NumpyInput, Padding
-from .backends import get_backend, unusable_reason
+from .backends import check_backend_name, get_backend, unusable_reason
 from .dtypes import SUPPORTED
 from .nonfinite import add_nonfinite_terms, split_filters
 from .problem import parse_problem
@@ -59,6 +59,7 @@ def _resolve_backend(backend, x, p):
     imports CuPy, and backend="numpy" never looks for a C++ compiler."""
     if not isinstance(backend, str):
         raise TypeError(f"backend={backend!r} is not allowed: expected a backend name string")
+    check_backend_name(backend, auto=True)
     if backend == "auto":
         if _is_cupy(x):
             why = unusable_reason("cupy")
@@ -68,7 +69,7 @@ def _resolve_backend(backend, x, p):
         if p.flops >= config.settings.cuda_min_flops_for_numpy_inputs and unusable_reason("cupy") is None:
             return get_backend("cupy")
         return get_backend("numpy")
-    why = unusable_reason(backend)  # raises for an unknown name
+    why = unusable_reason(backend)
     if why is not None:
         raise ValueError(f"backend={backend!r} is not usable on this host: {why}")
     return get_backend(backend)
@@ -101,8 +102,12 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     w = _as_array("filters", filters, like=x)
     p, batch_shape = parse_problem(x.shape, x.dtype, w.shape, w.dtype, strides, padding, data_format, dilations)
     be = _resolve_backend(backend, x, p)
-    if x.dtype != p.dtype or w.dtype != p.dtype:  # non-native byte order
-        x, w = x.astype(p.dtype), w.astype(p.dtype)
+    # Non-native byte order: the filters are converted (the one filter copy the workspace bound leaves
+    # out); the NumPy backend converts the input block by block, within the bound, as for half types.
+    if w.dtype != p.dtype:
+        w = w.astype(p.dtype)
+    if x.dtype != p.dtype and be.name != "numpy":
+        x = x.astype(p.dtype)
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or one of "
                         f"{sorted(be.algorithms())}")

@@ -3,8 +3,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import threading
+import warnings
+
+# Settings are read at import: a malformed variable must not make `import gpuconv` fail (the program
+# may not even use gpuconv on that path), so it warns, naming the variable, and the default applies.
+
+
+def _ignored(name: str, raw: str, allowed: str, default) -> None:
+    warnings.warn(f"environment variable {name}={raw!r} is not allowed: expected {allowed}; "
+                  f"using the default {default!r}", UserWarning, stacklevel=4)
 
 
 def _env_bytes(name: str, default: int) -> int:
@@ -14,9 +24,10 @@ def _env_bytes(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not allowed: expected a number of bytes") from None
+        value = 0
     if value < 1:
-        raise ValueError(f"environment variable {name}={raw!r} is not allowed: expected a positive number of bytes")
+        _ignored(name, raw, "a positive number of bytes", default)
+        return default
     return value
 
 
@@ -26,12 +37,14 @@ def _env_flag(name: str) -> bool:
         return False
     if raw.lower() in ("1", "true", "yes"):
         return True
-    raise ValueError(f"environment variable {name}={raw!r} is not allowed: expected 1/0, true/false or yes/no")
+    _ignored(name, raw, "1/0, true/false or yes/no", False)
+    return False
 
 
 @dataclasses.dataclass
 class Settings:
-    # Extra memory the NumPy backend may use beyond input and output (im2col chunks, transforms).
+    # Extra memory the NumPy backend may use beyond input, output and one accumulator-type copy of the
+    # filters (made for half, non-native or grouped filters): im2col chunks, transforms, conversions.
     numpy_workspace_bytes: int = dataclasses.field(
         default_factory=lambda: _env_bytes("GPUCONV_NUMPY_WORKSPACE", 64 << 20))
     # GPU workspace for im2col column chunks.
@@ -47,14 +60,20 @@ settings = Settings()
 
 
 def set_workspace(numpy_bytes: int | None = None, cuda_bytes: int | None = None) -> None:
-    """Set the NumPy backend's and/or the CUDA backends' workspace bound, in bytes."""
+    """Set the NumPy backend's and/or the CUDA backends' workspace bound, in bytes (any integer type,
+    NumPy's included; not bool).
+
+    The NumPy bound covers every temporary beyond the input, the output and one copy of the filters in
+    the accumulator type (float32 for half types; made only for half, non-native-byte-order or grouped
+    filters); NumPy's own ufunc buffers (about 100 KiB) come on top."""
     for name, value in (("numpy_bytes", numpy_bytes), ("cuda_bytes", cuda_bytes)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+                                  or value < 1):
             raise ValueError(f"{name}={value!r} is not allowed: expected a positive int (bytes)")
     if numpy_bytes is not None:
-        settings.numpy_workspace_bytes = numpy_bytes
+        settings.numpy_workspace_bytes = int(numpy_bytes)
     if cuda_bytes is not None:
-        settings.cuda_workspace_bytes = cuda_bytes
+        settings.cuda_workspace_bytes = int(cuda_bytes)
 
 
 _local = threading.local()

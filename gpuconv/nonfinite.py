@@ -1,41 +1,65 @@
-"""Non-finite filter values, with TensorFlow's meaning.
+"""Non-finite filter values, with TensorFlow's meaning and IEEE sums.
 
 In tf.nn.conv2d a filter tap that falls on padding adds no term to the sum; it is not 0 * w. So a
 NaN or Inf filter value reaches exactly the outputs where its tap reads an input pixel. GEMM-based
 and Winograd algorithms multiply the padding's zeros (0 * Inf = NaN), so conv2d runs every backend
 on the filters with non-finite values replaced by 0 and then adds each non-finite value's own terms
-(x * w over the outputs its tap reaches) — a few array operations, and only when filters hold any.
+(x * w over the outputs its tap reaches) -- a few array operations, and only when filters hold any.
+
+Where such a tap reads a non-finite input the zeroed GEMM already summed Inf * 0 = NaN, which is no
+term of the definition: those outputs (few: an Inf input under an Inf tap) are recomputed from the
+definition instead, so every output is what IEEE arithmetic gives for the exact sum of its terms.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .chunks import valid_range
+from .dtypes import accumulator
 from .problem import ConvProblem
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+def _xp(a):
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy
+    return cupy
 
 
 def split_filters(w):
-    """(filters with non-finite values zeroed, host array of those values' [kh, kw, c, k] indices)."""
-    w_host = _host(w)
-    finite = np.isfinite(w_host)
-    if finite.all():  # the common case: one cheap pass, no index search
-        return w, np.empty((0, 4), np.intp)
-    bad = np.argwhere(~finite)
+    """(filters with non-finite values zeroed, host array of those values' [kh, kw, c, k] indices).
+
+    All-finite filters (the common case) are checked without a temporary of their size on the host:
+    a float64 sum is finite exactly when no value is NaN/Inf (an overflowing sum of huge finite values
+    only sends us to the exact check). CuPy filters are checked on the device by one reduction; its
+    one-scalar result is the only transfer (a sync), and the filters are copied to the host only when
+    they hold a non-finite value."""
     if isinstance(w, np.ndarray):
+        with np.errstate(over="ignore", invalid="ignore"):
+            all_finite = bool(np.isfinite(np.sum(w, dtype=np.float64))) or bool(np.isfinite(w).all())
         xp = np
     else:
-        import cupy as xp
-    return xp.where(xp.isfinite(w), w, xp.zeros((), w.dtype)), bad
+        xp = _xp(w)
+        all_finite = bool(xp.isfinite(w).all())        # the one device-to-host transfer
+    if all_finite:
+        return w, np.empty((0, 4), np.intp)
+    finite = xp.isfinite(w)
+    bad = np.argwhere(~(finite.get() if xp is not np else finite))
+    return xp.where(finite, w, xp.zeros((), w.dtype)), bad
 
 
 def add_nonfinite_terms(p: ConvProblem, x, w, y, bad) -> None:
-    """y += the terms of each non-finite filter value (in place, any array module)."""
+    """y += the terms of each non-finite filter value (in place, any array module); outputs where such
+    a value meets a non-finite input are recomputed from the definition."""
+    with np.errstate(all="ignore"):                    # 0 * Inf = NaN is the IEEE answer, not a warning
+        _add_terms(p, x, w, y, bad)
+
+
+def _add_terms(p: ConvProblem, x, w, y, bad) -> None:
+    xp = _xp(y)
     xv = x if p.layout == "NHWC" else x.transpose(0, 2, 3, 1)
     yv = y if p.layout == "NHWC" else y.transpose(0, 2, 3, 1)
+    polluted = []
     for kh, kw, c, k in bad.tolist():
         a, b = valid_range(0, p.OH, p.SH, kh * p.DH - p.PT, p.H)
         l, r = valid_range(0, p.OW, p.SW, kw * p.DW - p.PL, p.W)
@@ -46,3 +70,33 @@ def add_nonfinite_terms(p: ConvProblem, x, w, y, bad) -> None:
         channel = (k // p.KG) * p.CG + c
         src = xv[:, a * p.SH + ih:(b - 1) * p.SH + ih + 1:p.SH, l * p.SW + iw:(r - 1) * p.SW + iw + 1:p.SW, channel]
         yv[:, a:b, l:r, k] = yv[:, a:b, l:r, k] + src * w[kh, kw, c, k]
+        n, oh, ow = xp.nonzero(~xp.isfinite(src))      # where Inf * 0 polluted the GEMM's sum
+        polluted.append(((n * p.OH + oh + a) * p.OW + ow + l) * p.K + k)
+    if polluted:
+        flat = xp.unique(xp.concatenate(polluted))     # NHWC flat output indices, each once
+        at = xp.stack(xp.unravel_index(flat, (p.N, p.OH, p.OW, p.K)), axis=1)
+        if at.shape[0]:
+            yv[at[:, 0], at[:, 1], at[:, 2], at[:, 3]] = _outputs_by_definition(p, xv, w, at).astype(y.dtype)
+
+
+def _outputs_by_definition(p: ConvProblem, xv, w, at):
+    """y[n, oh, ow, k] for the rows (n, oh, ow, k) of `at`: the sum of x * w over the taps that read an
+    input pixel, in the accumulator type (NHWC input view, any array module)."""
+    xp = _xp(xv)
+    ct = accumulator(p.dtype)
+    n, oh, ow, k = (at[:, i] for i in range(4))
+    c0 = (k // p.KG) * p.CG                               # the first input channel of k's group
+    total = xp.zeros(at.shape[0], ct)
+    for kh in range(p.KH):
+        ih = oh * p.SH - p.PT + kh * p.DH
+        for kw in range(p.KW):
+            iw = ow * p.SW - p.PL + kw * p.DW
+            inside = (ih >= 0) & (ih < p.H) & (iw >= 0) & (iw < p.W)
+            if not bool(inside.any()):
+                continue
+            rows = xp.flatnonzero(inside)
+            chans = c0[rows, None] + xp.arange(p.CG)
+            xs = xv[n[rows, None], ih[rows, None], iw[rows, None], chans].astype(ct)
+            ws = w[kh, kw][:, k[rows]].T.astype(ct)        # [rows, CG]
+            total[rows] = total[rows] + (xs * ws).sum(axis=1)
+    return total

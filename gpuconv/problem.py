@@ -16,6 +16,7 @@ ValueError/TypeError that names the argument, its value and what is allowed for 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, Optional
 
@@ -25,6 +26,12 @@ from .arg_types import DTypeLike, IntOrInts, Padding, Shape
 from .dtypes import check_dtypes
 
 DATA_FORMATS = ("NHWC", "NCHW")
+
+# Every size, stride, dilation and pad fits a C int: the CUDA kernels take them as int fields (only
+# flat offsets use 64 bits). The output may hold at most MAX_OUTPUT_BYTES, a bound no allocation can
+# meet and NumPy's intp can index; below it an allocation that fails is NumPy's MemoryError.
+MAX_INT = 2**31 - 1
+MAX_OUTPUT_BYTES = 2**62
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +131,8 @@ def _spatial_pair(name: str, value, data_format: str) -> tuple[int, int]:
             raise TypeError(f"{name}={value!r} contains {v!r}, which is not an integer; expected {allowed}")
         if v < 1:
             raise ValueError(f"{name}={value!r} contains {v}, which is not >= 1; expected {allowed}")
+        if v > MAX_INT:
+            raise ValueError(f"{name}={value!r} contains {v}, which is larger than the limit 2**31-1 = {MAX_INT}")
     items = [int(v) for v in items]
     if len(items) == 1:
         return items[0], items[0]
@@ -152,6 +161,9 @@ def _explicit_padding(value, data_format: str) -> tuple[int, int, int, int]:
                 raise TypeError(f"padding={value!r} contains {v!r}, which is not an integer; expected {allowed}")
             if v < 0:
                 raise ValueError(f"padding={value!r} contains {v}, which is negative; expected {allowed}")
+            if v > MAX_INT:
+                raise ValueError(f"padding={value!r} contains {v}, which is larger than the limit "
+                                 f"2**31-1 = {MAX_INT}")
     h, w, n, c = (1, 2, 0, 3) if data_format == "NHWC" else (2, 3, 0, 1)
     if any(rows[n]) or any(rows[c]):
         raise ValueError(f"padding={value!r}: the batch and channel pads must be 0 for "
@@ -165,14 +177,24 @@ def _output_size(dim: str, size: int, k: int, s: int, d: int, pad: tuple[int, in
     if pad is None:
         out = -(-size // s)
         total = max((out - 1) * s + eff - size, 0)
-        return out, total // 2, total - total // 2
+        pad = (total // 2, total - total // 2)
     padded = size + pad[0] + pad[1]
-    if padded < eff:
+    if max(eff, padded) > MAX_INT:   # the kernels' int offsets oh*SH - PT + kh*DH stay below both
+        raise ValueError(f"along {dim}, the dilated filter size {eff} ((filter {k} - 1) * dilation {d} + 1) "
+                         f"and the padded input size {padded} (input {size} + pads {pad[0]}+{pad[1]}) must "
+                         f"be at most 2**31-1 = {MAX_INT}")
+    # TF's formula, (padded - eff + s) / s in C's division, which truncates toward zero: a padded input
+    # smaller than the filter gives an empty output while the shortfall eff - padded is below 2 * stride
+    # (below 2 for stride 1), and an error beyond.
+    q = padded - eff + s
+    out = q // s if q >= 0 else -(-q // s)
+    if out < 0:
         raise ValueError(
             f"Computed output size would be negative along {dim}: padded input size {padded} "
             f"(input {size} + pads {pad[0]}+{pad[1]}) is smaller than the dilated filter size {eff} "
-            f"((filter {k} - 1) * dilation {d} + 1)")
-    return (padded - eff) // s + 1, pad[0], pad[1]
+            f"((filter {k} - 1) * dilation {d} + 1) by {eff - padded}, which stride {s} does not cover "
+            f"(TF's output size (padded - filter + stride) / stride, truncated toward zero, is {out})")
+    return out, pad[0], pad[1]
 
 
 def parse_problem(x_shape: Shape, x_dtype: DTypeLike, w_shape: Shape, w_dtype: DTypeLike, strides: IntOrInts = 1,
@@ -191,12 +213,18 @@ def parse_problem(x_shape: Shape, x_dtype: DTypeLike, w_shape: Shape, w_dtype: D
         raise ValueError(f"filters has shape {w_shape} (rank {len(w_shape)}); expected rank 4: "
                          f"[filter_height, filter_width, in_channels / groups, out_channels] (HWIO)")
     batch_shape = x_shape[:-3]
-    N = int(np.prod(batch_shape, dtype=np.int64))
+    N = math.prod(batch_shape)
     if data_format == "NHWC":
         H, W, C = x_shape[-3:]
     else:
         C, H, W = x_shape[-3:]
     KH, KW, CG, K = w_shape
+    for arg, shape in (("input", x_shape), ("filters", w_shape)):
+        if any(v > MAX_INT for v in shape):
+            raise ValueError(f"{arg} has shape {shape}: every dimension must be at most 2**31-1 = {MAX_INT}")
+    if N > MAX_INT:
+        raise ValueError(f"input has shape {x_shape}: the batch dimensions hold {N} images, more than the "
+                         f"limit 2**31-1 = {MAX_INT}")
     if CG <= 0 or C < CG or C % CG != 0:
         raise ValueError(f"input has {C} channels and filters has in_channels {CG} (filters shape {w_shape}); "
                          f"the input channels must be a positive multiple of the filters' in_channels "
@@ -221,6 +249,11 @@ def parse_problem(x_shape: Shape, x_dtype: DTypeLike, w_shape: Shape, w_dtype: D
         pads_h, pads_w = (PT, PB), (PL, PR)
     OH, PT, PB = _output_size("height", H, KH, SH, DH, pads_h)
     OW, PL, PR = _output_size("width", W, KW, SW, DW, pads_w)
+    out_shape = tuple(batch_shape) + ((OH, OW, K) if data_format == "NHWC" else (K, OH, OW))
+    out_bytes = math.prod(out_shape) * dtype.itemsize
+    if out_bytes > MAX_OUTPUT_BYTES:
+        raise ValueError(f"the output would have shape {out_shape}, {out_bytes} bytes: more than the limit "
+                         f"of 2**62 bytes")
     p = ConvProblem(N=N, H=H, W=W, C=C, KH=KH, KW=KW, K=K, G=G, OH=OH, OW=OW, PT=PT, PB=PB, PL=PL, PR=PR,
                     SH=SH, SW=SW, DH=DH, DW=DW, layout=data_format, dtype=dtype)
     return p, batch_shape

@@ -33,8 +33,9 @@ def conv2d_reference(x: npt.ArrayLike, w: npt.ArrayLike, p: ConvProblem) -> np.n
             patch = x[:, ih[ok_h]][:, :, iw[ok_w]]            # the input pixels this tap reads
             rows, cols = np.flatnonzero(ok_h), np.flatnonzero(ok_w)
             for g in range(p.G):
-                y[:, rows[:, None], cols[None, :], g * p.KG:(g + 1) * p.KG] += (
-                    patch[..., g * p.CG:(g + 1) * p.CG] @ w[kh, kw, :, g * p.KG:(g + 1) * p.KG])
+                with np.errstate(invalid="ignore"):   # Inf - Inf, 0 * Inf: NaN is the IEEE answer
+                    y[:, rows[:, None], cols[None, :], g * p.KG:(g + 1) * p.KG] += (
+                        patch[..., g * p.CG:(g + 1) * p.CG] @ w[kh, kw, :, g * p.KG:(g + 1) * p.KG])
     return y.transpose(0, 3, 1, 2) if p.layout == "NCHW" else y
 
 

@@ -210,6 +210,50 @@ def test_nonfinite_filter_tap(value, padding, target):
     assert np.isfinite(np.delete(y, 1, axis=3)).all(), "other output channels must stay finite"
 
 
+INF_MEETS_INF = [  # (input NHWC, filters HWIO, conv2d kwargs)
+    ((2, 6, 7, 4), (3, 3, 4, 5), dict(padding="SAME")),
+    ((2, 6, 7, 4), (3, 3, 2, 6), dict(padding="VALID")),                         # 2 groups
+    ((1, 8, 8, 4), (3, 3, 1, 4), dict(padding="SAME", strides=2)),               # depthwise
+    ((2, 5, 6, 4), (1, 1, 4, 3), dict()),                                        # pointwise
+    ((1, 7, 7, 4), (3, 2, 4, 3), dict(padding=[[0, 0], [1, 2], [2, 0], [0, 0]], dilations=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("xs,ws,kw", INF_MEETS_INF, ids=["same", "grouped", "depthwise", "pointwise", "explicit"])
+def test_inf_input_meets_inf_filter_tap(xs, ws, kw, data_format, dtype, target):
+    """Each output is the IEEE value of the exact sum of its terms: an Inf input under an Inf filter tap
+    gives +-Inf (not the NaN of Inf * 0 in a GEMM on zeroed filters), NaN where Inf - Inf or 0 * Inf
+    occur among its terms; compared with the float64 reference on every backend and algorithm."""
+    dt = configs.np_dtype(dtype)
+    rng = np.random.default_rng(24)
+    x = rng.uniform(0.5, 1.0, xs)
+    w = rng.uniform(0.5, 1.0, ws) * rng.choice([-1, 1], ws)            # no zeros: 0 * Inf only where put
+    x[0, 2, 3, 1] = x[-1, -2, -3, 3] = np.inf
+    x[0, 0, 0, 0] = -np.inf
+    x[-1, 1, 1, 1] = 0.0                                                # 0 under an Inf tap: NaN
+    cg, kg = ws[2], ws[3] // (xs[3] // ws[2])
+    w[:, :, 1 % cg, (1 // cg) * kg] = np.inf                            # every tap on channel 1's +Inf
+    w[:, :, 3 % cg, (3 // cg + 1) * kg - 1] = -np.inf                   # and on channel 3's: -Inf
+    x, w = x.astype(dt), w.astype(dt)
+    if data_format == "NCHW":
+        x = x.transpose(0, 3, 1, 2).copy()
+        pad = kw.get("padding", "VALID")
+        kw = dict(kw, padding=pad if isinstance(pad, str) else [pad[i] for i in (0, 3, 1, 2)])
+    y = target.conv(x, w, data_format=data_format, **kw)
+    p = target.problem(x, w, data_format=data_format, **kw)
+    ref = conv2d_reference(x, w, p)
+    meets = conv2d_reference(~np.isfinite(x), ~np.isfinite(w), p) > 0
+    assert meets.any() and np.isinf(ref[meets]).any()                  # the case is real
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref), err_msg="NaN outputs differ from IEEE's")
+    np.testing.assert_array_equal(y[np.isinf(ref)], ref[np.isinf(ref)], err_msg="+-Inf outputs differ")
+    finite = np.isfinite(ref)
+    xz, wz = (np.where(np.isfinite(a), a, 0).astype(dt) for a in (x, w))
+    assert_result(np.where(finite, y, 0).astype(dt), xz, wz, p, target.resolve(p),
+                  ref=np.where(finite, conv2d_reference(xz, wz, p), 0))
+
+
 def test_big_endian_inputs_are_converted(target):
     """Byte order is storage: '>f4' data gives the same result as native float32."""
     rng = np.random.default_rng(31)
@@ -218,3 +262,21 @@ def test_big_endian_inputs_are_converted(target):
     y = target.conv(x.astype(">f4"), w.astype(">f4"), padding="SAME")
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, target.conv(x, w, padding="SAME"))
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f2", ">f8"])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("w_shape", [(1, 1, 8, 6), (1, 1, 4, 6), (3, 3, 1, 8), (3, 3, 8, 16), (3, 3, 2, 8)],
+                         ids=["pointwise", "pointwise-grouped", "depthwise", "3x3", "3x3-grouped"])
+def test_big_endian_on_every_algorithm(target, w_shape, data_format, dtype):
+    """A non-native input reaches the NumPy backend unconverted (it converts block by block): every
+    algorithm must read it as the values it holds."""
+    rng = np.random.default_rng(32)
+    shape = (2, 7, 6, 8) if data_format == "NHWC" else (2, 8, 7, 6)
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    w = rng.integers(-3, 4, w_shape).astype(dtype)
+    native = np.dtype(dtype).newbyteorder("=")
+    y = target.conv(x, w, padding="SAME", data_format=data_format)
+    assert y.dtype == native
+    np.testing.assert_array_equal(y, target.conv(x.astype(native), w.astype(native), padding="SAME",
+                                                 data_format=data_format))

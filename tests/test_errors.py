@@ -5,7 +5,10 @@ against our own rules only, never by calling TF.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -170,9 +173,9 @@ def test_explicit_padding_not_integer(value, backend):
 
 
 @pytest.mark.parametrize("H, KH, dilation, pads, eff", [
-    (2, 3, 1, (0, 0), 3),        # VALID, kernel larger than the input
+    (1, 3, 1, (0, 0), 3),        # VALID, kernel larger than the input by 2 (by 1 gives TF's empty output)
     (5, 3, 3, (0, 0), 7),        # dilation makes the kernel larger than the input
-    (3, 5, 1, (1, 0), 5),        # explicit pads not enough
+    (2, 5, 1, (1, 0), 5),        # explicit pads not enough
 ])
 def test_output_size_would_be_negative(H, KH, dilation, pads, eff, backend):
     padding = "VALID" if pads == (0, 0) else [[0, 0], list(pads), [0, 0], [0, 0]]
@@ -182,8 +185,56 @@ def test_output_size_would_be_negative(H, KH, dilation, pads, eff, backend):
 
 
 def test_valid_padding_on_zero_sized_image(backend):
-    raises(ValueError, "Computed output size would be negative", "width", x=x_((1, 5, 0, 4)), w=w_((1, 1, 4, 2)),
-           backend=backend)
+    # TF 2.21: (0 - 1 + 1) / 1 = 0 output columns, an empty result, not an error
+    assert gpuconv.conv2d(x_((1, 5, 0, 4)), w_((1, 1, 4, 2)), backend=backend).shape == (1, 5, 0, 2)
+
+
+# (padded size, dilated filter size, stride) -> TF 2.21's output size, or None where TF raises
+# "Computed output size would be negative": (padded - filter + stride) / stride truncated toward zero.
+TF_SHORT_INPUT = [(1, 3, 1, None), (2, 3, 1, 0), (1, 3, 2, 0), (1, 3, 3, 0), (1, 5, 3, 0), (1, 5, 2, None),
+                  (1, 7, 3, None), (1, 6, 3, 0), (0, 1, 1, 0), (0, 2, 2, 0), (0, 3, 2, 0), (0, 4, 2, None)]
+
+
+@pytest.mark.parametrize("padded, eff, stride, expected", TF_SHORT_INPUT)
+@pytest.mark.parametrize("explicit", [False, True])
+def test_input_smaller_than_filter_follows_tf(padded, eff, stride, expected, explicit, backend):
+    H, pads = (max(padded - 1, 0), [1, 0]) if explicit and padded else (padded, [0, 0])
+    kw = dict(strides=[stride, 1], padding=[[0, 0], pads, [0, 0], [0, 0]] if explicit else "VALID")
+    x, w = x_((2, H, 2, 1)), w_((eff, 1, 1, 3))
+    if expected is None:
+        raises(ValueError, "Computed output size would be negative", "height", f"stride {stride}",
+               x=x, w=w, backend=backend, **kw)
+    else:
+        assert gpuconv.conv2d(x, w, backend=backend, **kw).shape == (2, expected, 2, 3)
+
+
+def test_tf_example_of_an_empty_strided_output(backend):
+    # the case TF answers with shape (2, 0, 2, 3), in both layouts
+    assert gpuconv.conv2d(x_((2, 1, 2, 1)), w_((3, 1, 1, 3)), strides=[3, 1], backend=backend).shape == (2, 0, 2, 3)
+    y = gpuconv.conv2d(x_((2, 1, 1, 2)), w_((3, 1, 1, 3)), strides=[3, 1], data_format="NCHW", backend=backend)
+    assert y.shape == (2, 3, 0, 2)
+
+
+@pytest.mark.parametrize("arg, value", [("strides", 2**60), ("strides", [1, 2**31]), ("dilations", 2**40),
+                                        ("padding", [[0, 0], [2**62, 0], [0, 0], [0, 0]])])
+def test_huge_strides_dilations_pads_name_the_limit(arg, value):
+    raises(ValueError, f"{arg}={value!r}", "larger than the limit 2**31-1", **{arg: value})
+
+
+def test_padded_size_beyond_int_range():
+    raises(ValueError, "along height", "padded input size 2147483653", "at most 2**31-1",
+           padding=[[0, 0], [2**30, 2**30], [0, 0], [0, 0]])
+
+
+def test_huge_shapes_name_the_limit():
+    huge = np.lib.stride_tricks.as_strided(np.ones(1, F32), (2**31, 1, 1, 4), (0, 0, 0, 0))
+    raises(ValueError, "input has shape (2147483648, 1, 1, 4)", "2**31-1", x=huge, w=w_((1, 1, 4, 2)))
+
+
+def test_output_beyond_what_can_be_allocated():
+    x = np.lib.stride_tricks.as_strided(np.ones(1, F32), (2**20, 2**20, 2**20, 1), (0, 0, 0, 0))
+    w = np.lib.stride_tricks.as_strided(np.ones(1, F32), (1, 1, 1, 2**20), (0, 0, 0, 0))
+    raises(ValueError, "output would have shape (1048576, 1048576, 1048576, 1048576)", "2**62 bytes", x=x, w=w)
 
 
 # --- data_format, backend, algorithm ------------------------------------------------------------
@@ -289,13 +340,43 @@ def test_set_workspace_sets_the_bounds(monkeypatch):
     assert (gpuconv.settings.numpy_workspace_bytes, gpuconv.settings.cuda_workspace_bytes) == (1 << 20, 2 << 20)
 
 
-@pytest.mark.parametrize("value,fragment", [("lots", "not allowed: expected a number of bytes"),
-                                            ("0", "expected a positive number of bytes")])
-def test_workspace_environment_variable_is_checked(monkeypatch, value, fragment):
+@pytest.mark.parametrize("name,value", [("GPUCONV_NUMPY_WORKSPACE", "lots"), ("GPUCONV_NUMPY_WORKSPACE", ""),
+                                        ("GPUCONV_NUMPY_WORKSPACE", "0"), ("GPUCONV_CUDA_WORKSPACE", "-3"),
+                                        ("GPUCONV_CUDA_INDEX64", "maybe")])
+def test_malformed_environment_variable_warns_and_keeps_the_default(monkeypatch, name, value):
     from gpuconv.config import Settings
-    monkeypatch.setenv("GPUCONV_NUMPY_WORKSPACE", value)
-    with pytest.raises(ValueError, match=f"GPUCONV_NUMPY_WORKSPACE={value!r}.*{fragment}"):
-        Settings()
+    monkeypatch.delenv(name, raising=False)
+    default = Settings()
+    monkeypatch.setenv(name, value)
+    with pytest.warns(UserWarning, match=f"{name}={value!r} is not allowed.*using the default"):
+        assert Settings() == default
+
+
+def test_import_survives_a_malformed_environment_variable():
+    env = dict(os.environ, GPUCONV_NUMPY_WORKSPACE="", GPUCONV_CUDA_INDEX64="maybe")
+    r = subprocess.run([sys.executable, "-c", "import gpuconv; print(gpuconv.settings.numpy_workspace_bytes)"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(64 << 20)
+    assert "GPUCONV_NUMPY_WORKSPACE=''" in r.stderr and "GPUCONV_CUDA_INDEX64='maybe'" in r.stderr
+
+
+def test_set_workspace_accepts_numpy_integers(monkeypatch):
+    monkeypatch.setattr(gpuconv.settings, "numpy_workspace_bytes", gpuconv.settings.numpy_workspace_bytes)
+    gpuconv.set_workspace(numpy_bytes=np.int64(3 << 20))
+    assert gpuconv.settings.numpy_workspace_bytes == 3 << 20
+    assert type(gpuconv.settings.numpy_workspace_bytes) is int
+
+
+def test_algorithms_of_auto_says_what_is_allowed():
+    with pytest.raises(ValueError, match=r"backend='auto' is not allowed for algorithms\(\).*picks a backend per "
+                                         r"conv2d call.*expected one of \['cupy', 'emulator', 'numpy'\]"):
+        gpuconv.algorithms("auto")
+
+
+def test_conv2d_unknown_backend_lists_auto():
+    with pytest.raises(ValueError, match=r"backend='gpu' is not allowed: expected 'auto' or one of"):
+        gpuconv.conv2d(np.ones((1, 3, 3, 1), np.float32), np.ones((1, 1, 1, 1), np.float32), backend="gpu")
 
 
 @pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("0", False), ("", False)])
@@ -303,10 +384,3 @@ def test_index64_environment_flag(monkeypatch, value, expected):
     from gpuconv.config import Settings
     monkeypatch.setenv("GPUCONV_CUDA_INDEX64", value)
     assert Settings().cuda_force_index64 is expected
-
-
-def test_index64_environment_flag_rejects_other_values(monkeypatch):
-    from gpuconv.config import Settings
-    monkeypatch.setenv("GPUCONV_CUDA_INDEX64", "maybe")
-    with pytest.raises(ValueError, match="GPUCONV_CUDA_INDEX64='maybe' is not allowed"):
-        Settings()

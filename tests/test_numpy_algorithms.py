@@ -8,6 +8,7 @@ adds what is specific to one algorithm's arithmetic and memory use.
 from __future__ import annotations
 
 import tracemalloc
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -176,6 +177,25 @@ def test_winograd_keeps_nan_and_inf_in_their_receptive_field():
     assert np.isnan(y[0, 1:4, 1:4]).all() and np.isfinite(y[0, :1]).all()
 
 
+def test_winograd_float16_finiteness_check_does_not_overflow(monkeypatch):
+    """Post-ReLU float16 data whose float16 sum overflows is finite: Winograd must run (not fall back to
+    gemm) and no NumPy overflow warning may reach the caller."""
+    rng = np.random.default_rng(6)
+    x = (np.abs(rng.standard_normal((2, 16, 16, 16))) * 300).astype(np.float16)
+    w = rng.standard_normal((3, 3, 16, 8)).astype(np.float16)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(x.sum())        # the case is real: a float16 sum overflows
+
+    def no_fallback(*args):
+        raise AssertionError("Winograd fell back to gemm on finite input")
+    monkeypatch.setattr(nb.Im2colGemm, "run", no_fallback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = gpuconv.conv2d(x, w, 1, "SAME", backend="numpy", algorithm="winograd")
+    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, 1, "SAME")[0]
+    tolerances.assert_result(y, x, w, p, algorithm="winograd")
+
+
 def test_auto_rule():
     be = get_backend("numpy")
 
@@ -240,6 +260,42 @@ def test_workspace_bound(algo, xs, ws, st, counter, monkeypatch):
     # views allocate up to ~85 KB, a fixed size however large the arrays) come on top of the bound.
     allowed = budget + y.nbytes + 2 * w.nbytes + (128 << 10)
     assert peak <= allowed, f"peak {peak} bytes > {allowed} (bound {budget} + output {y.nbytes} + filters)"
+
+
+WS_PATHS = [
+    # (id, algorithm, input NHWC, input dtype, filter HWIO, filter dtype): the paths whose temporaries
+    # once went uncounted, each measured at a 1 MiB bound (NumPy's fixed ~100 KiB of buffers is small)
+    ("pointwise-grouped", "pointwise", (4, 64, 64, 64), "<f4", (1, 1, 16, 64), "<f4"),
+    ("half-filters", "gemm", (1, 8, 8, 512), "<f2", (3, 3, 512, 512), "<f2"),
+    ("big-endian-input", "gemm", (4, 64, 64, 32), ">f4", (3, 3, 32, 16), ">f4"),
+    ("winograd-filter-blocks", "winograd", (1, 14, 14, 512), "<f4", (3, 3, 512, 512), "<f4"),
+    ("winograd-half", "winograd", (8, 28, 28, 128), "<f2", (3, 3, 128, 128), "<f2"),
+]
+
+
+@pytest.mark.parametrize("algo,xs,xdt,ws,wdt", [c[1:] for c in WS_PATHS], ids=[c[0] for c in WS_PATHS])
+def test_workspace_bound_covers_every_temporary(algo, xs, xdt, ws, wdt, monkeypatch):
+    """The bound covers everything beyond input, output and one copy of the filters in the accumulator
+    type (half or non-native filters, grouped filters re-arranged); float32 filters of one group get no
+    copy at all. Peak of NumPy's allocations, traced by tracemalloc."""
+    budget = 1 << 20
+    monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", budget)
+    rng = np.random.default_rng(8)
+    x = np.abs(rng.standard_normal(xs)).astype(xdt)
+    w = rng.standard_normal(ws).astype(wdt)
+    gpuconv.conv2d(x, w, 1, "SAME", backend="numpy", algorithm=algo)         # warm caches (transforms)
+    tracemalloc.start()
+    try:
+        y = gpuconv.conv2d(x, w, 1, "SAME", backend="numpy", algorithm=algo)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    ct = np.dtype(np.float64 if w.dtype.itemsize == 8 else np.float32)
+    grouped = ws[2] != xs[3]
+    filter_copy = w.size * ct.itemsize if (w.dtype != ct or grouped) else 0
+    allowed = budget + y.nbytes + filter_copy + (128 << 10)
+    assert peak <= allowed, (f"peak {peak} bytes > {allowed} (bound {budget} + output {y.nbytes} + "
+                             f"filter copy {filter_copy} + NumPy's buffers)")
 
 
 def test_winograd_splits_filter_transform_when_workspace_is_tiny(monkeypatch):

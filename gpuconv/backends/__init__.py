@@ -26,18 +26,26 @@ def _emulator() -> Backend:
 _FACTORIES = {"numpy": _numpy, "cupy": _cupy, "emulator": _emulator}
 
 
+def check_backend_name(name, where: str = "", auto: bool = False) -> None:
+    """Raise for a name that is no backend; "auto" passes only where the caller resolves it (conv2d)."""
+    if auto and name == "auto":
+        return
+    if not isinstance(name, str) or name not in _FACTORIES:
+        why = " ('auto' picks a backend per conv2d call, not one this can describe)" if name == "auto" else ""
+        allowed = f"'auto' or one of {sorted(_FACTORIES)}" if auto else f"one of {sorted(_FACTORIES)}"
+        raise ValueError(f"backend={name!r} is not allowed{where}{why}: expected {allowed}")
+
+
 @functools.lru_cache(maxsize=None)
 def get_backend(name: str) -> Backend:
-    if name not in _FACTORIES:
-        raise ValueError(f"backend={name!r} is not allowed: expected 'auto' or one of {sorted(_FACTORIES)}")
+    check_backend_name(name)
     return _FACTORIES[name]()
 
 
 @functools.lru_cache(maxsize=None)
 def unusable_reason(name: str) -> Optional[str]:
     """None when backend `name` is usable on this host, else why not (probes only that backend)."""
-    if name not in _FACTORIES:
-        raise ValueError(f"backend={name!r} is not allowed: expected 'auto' or one of {sorted(_FACTORIES)}")
+    check_backend_name(name)
     try:
         return get_backend(name).unavailable_reason()
     except ImportError as e:  # a backend module whose own dependency is missing
@@ -55,6 +63,7 @@ def usable_backends() -> list[str]:
 
 def algorithms(backend: str = "numpy") -> dict[str, str]:
     """The algorithms of a backend, each with a one-line summary."""
+    check_backend_name(backend, " for algorithms()")
     return {name: algo.summary for name, algo in get_backend(backend).algorithms().items()}
 
 

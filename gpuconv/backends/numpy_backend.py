@@ -9,7 +9,8 @@ Algorithms
     winograd   3x3 stride-1 undilated (see winograd.py), when present.
 
 Half types are widened to float32 chunk by chunk and the result rounded once; float64 stays float64.
-Extra memory stays within config.settings.numpy_workspace_bytes beyond input and output.
+Extra memory stays within config.settings.numpy_workspace_bytes beyond input, output and one copy of the
+filters in the accumulator type (see config.set_workspace).
 
 Algorithms dominated by NumPy's single-threaded elementwise passes (depthwise; Winograd's transforms on
 large images or bundled groups) split the batch over worker threads, each with its share of the
@@ -109,18 +110,20 @@ class Pointwise(Algorithm):
         ct = accumulator(p.dtype)
         wg = group_filters(w, p, ct)                      # [G, C/G, K/G]
         budget = config.numpy_workspace_bytes()
-        direct = out.dtype == ct and p.G == 1
         if p.layout == "NHWC":
+            # Groups as strided views of the rows ([G, rows, CG] with row stride C): BLAS reads and writes
+            # them in place, so a chunk needs only its conversions to and from the compute type.
             xm, ym = x.reshape(p.M, p.C), out.reshape(p.M, p.K)
-            per_row = ct.itemsize * (p.C * (x.dtype != ct) + p.K * (not direct)) or 1
+            per_row = ct.itemsize * (p.C * (x.dtype != ct) + p.K * (out.dtype != ct)) or 1
             step = max(1, budget // per_row)
             for m0 in range(0, p.M, step):
                 a = xm[m0:m0 + step].astype(ct, copy=False)
-                if direct:
-                    np.matmul(a, wg[0], out=ym[m0:m0 + step])
+                a3 = a.reshape(-1, p.G, p.CG).transpose(1, 0, 2)
+                y3 = ym[m0:m0 + step].reshape(-1, p.G, p.KG).transpose(1, 0, 2)
+                if out.dtype == ct:
+                    np.matmul(a3, wg, out=y3)
                 else:
-                    r = np.matmul(a.reshape(-1, p.G, p.CG).transpose(1, 0, 2), wg)   # [G, rows, KG]
-                    ym[m0:m0 + step] = r.transpose(1, 0, 2).reshape(-1, p.K)
+                    y3[...] = np.matmul(a3, wg)
         else:
             # NCHW: per image, y[n] (K, HW) = w^T (K, C) @ x[n] (C, HW), batched over groups.
             wt = np.ascontiguousarray(wg.transpose(0, 2, 1))  # [G, KG, CG]
@@ -269,17 +272,24 @@ class NumpyBackend(Backend):
         x, w = np.asarray(x), np.ascontiguousarray(w)
         workers = min(getattr(algo, "workers", lambda p: 1)(p), p.N)
         if workers <= 1:
-            algo.run(p, x, w, out)
+            with _ieee():
+                algo.run(p, x, w, out)
             return out
         bounds = np.linspace(0, p.N, workers + 1).astype(int)
 
         def part(i):
             n0, n1 = bounds[i], bounds[i + 1]
-            with config.numpy_workspace_share(workers):
+            with config.numpy_workspace_share(workers), _ieee():   # errstate is per thread
                 algo.run(p.with_(N=int(n1 - n0)), x[n0:n1], w, out[n0:n1])
         with blas_threads(1):
             list(worker_pool().map(part, range(workers)))
         return out
+
+
+def _ieee():
+    """NaN and Inf results are IEEE arithmetic's answers (Inf * 0 = NaN, overflow = Inf), part of the
+    contract, not something to warn a user about."""
+    return np.errstate(all="ignore")
 
 
 def cpu_workers() -> int:
@@ -337,3 +347,14 @@ def blas_threads(n: int):
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limit = None
+
+
+def _reset_after_fork() -> None:
+    """In a forked child: the parent's worker threads do not exist there, so a cached pool would wait
+    forever on work no thread picks up, and a lock held by a parent thread at the fork stays held."""
+    global _blas_lock, _blas_users, _blas_limit
+    worker_pool.cache_clear()
+    _blas_lock, _blas_users, _blas_limit = threading.Lock(), 0, None
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -198,11 +198,15 @@ class Winograd(Algorithm):
     def run(self, p: ConvProblem, x, w, out):
         # Winograd mixes the inputs of a whole tile, so a NaN or Inf would reach every output of its tile
         # (and Inf - Inf gives NaN). The sum of the inputs is finite exactly when no input is NaN/Inf (or
-        # when a huge finite sum overflows, harmlessly sending us down the exact path too).
-        if not (np.isfinite(np.sum(x)) and np.isfinite(np.sum(w))):
+        # when a huge finite sum overflows, harmlessly sending us down the exact path too). Summed in the
+        # accumulator type: a float16 sum overflows on ordinary post-ReLU data. No temporary array, unlike
+        # np.isfinite(x).all().
+        ct = accumulator(p.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(np.sum(x, dtype=ct)) and np.isfinite(np.sum(w, dtype=ct))
+        if not finite:
             from .numpy_backend import Im2colGemm
             return Im2colGemm().run(p, x, w, out)
-        ct = accumulator(p.dtype)
         tf = transforms(self.m or tile_size(p), ct)
         xv = x if p.layout == "NHWC" else x.transpose(0, 2, 3, 1)
         yv = out if p.layout == "NHWC" else out.transpose(0, 2, 3, 1)
@@ -212,12 +216,15 @@ class Winograd(Algorithm):
         while B > 1 and tt * (B * p.CG) * (B * p.KG) * ct.itemsize > budget // 2:
             B = max(b for b in range(1, B) if p.G % b == 0)    # a tiny workspace: smaller bundles
         wc = w.astype(ct, copy=False).reshape(9, p.CG, p.G, p.KG)
-        for c0, c1, k0, k1 in self._filter_blocks(p, B, ct.itemsize * tf.t ** 2, budget // 2):
+        # Per filter-block entry: U's t*t values, and the 9 of the block's filter copy (a K range of the
+        # filters is not contiguous) that coexists with U while U is computed.
+        for c0, c1, k0, k1 in self._filter_blocks(p, B, ct.itemsize * (tf.t ** 2 + 9), budget // 2):
             # Filter transform of the block, once per call: U[p, bundle, B*CG, B*KG (or a K range)].
             g0, g1 = c0 // p.CG, max(c1 // p.CG, c0 // p.CG + 1)
             wb = wc[:, :, g0:g1].reshape(9, p.CG, -1)[:, :, k0 - g0 * p.KG:k1 - g0 * p.KG]
             u = self._filter_transform(tf, wb, g1 - g0, B, ct)
             self._run_block(p, tf, xv[..., c0:c1], yv[..., k0:k1], u, budget - u.nbytes, ct)
+            del u                                # not alive next to the next block's U
         # Outputs whose whole receptive field is padding (explicit pads wider than the filter reach) are
         # exactly zero; the tile arithmetic would leave rounding residue from neighbouring pixels there.
         r0, r1 = max(0, p.PT - 2), min(p.OH, p.H + p.PT)
