@@ -32,7 +32,7 @@ def problem(xs=(2, 9, 11, 6), ws=(3, 3, 6, 5), strides=1, padding="SAME", fmt="N
 # ---------------------------------------------------------------- one problem description on both sides
 
 def c_struct_fields(name: str) -> list[tuple[str, str]]:
-    text = (kernel_dir() / "common.cuh").read_text()
+    text = (kernel_dir() / "common.cuh").read_text(encoding="ascii")
     body = re.search(r"struct\s+%s\s*\{(.*?)\};" % name, text, re.S).group(1)
     fields = []
     for line in body.splitlines():
@@ -94,12 +94,29 @@ def test_every_kernel_has_every_dtype_and_index_variant():
 
 def test_kernel_files_have_header_comments_and_overridable_tiles():
     for f in kernel_files():
-        text = f.read_text()
-        assert text.startswith(f"// {f.name} — "), f"{f.name}: header comment must say what it computes"
+        text = f.read_text(encoding="ascii")
+        assert text.startswith(f"// {f.name} - "), f"{f.name}: header comment must say what it computes"
         for word in ("Launch", "Layouts" if f.stem != "gemm" else "Tiling"):
             assert word in text, f"{f.name}: header comment lacks {word!r}"
         for macro in re.findall(r"#define\s+([A-Z0-9_]+)\s+\d+", text):
             assert f"#ifndef {macro}" in text, f"{f.name}: tile macro {macro} is not overridable with -D"
+
+
+def test_every_kernel_source_is_ascii():
+    """NVRTC 12.2 + CuPy 13 fail on the second module load of a source with any non-ASCII byte."""
+    files = [f for f in kernel_dir().rglob("*") if f.suffix in (".cu", ".cuh", ".h")]
+    assert {"common.cuh", "cuda_host.h", "gemm.cu"} <= {f.name for f in files}
+    for f in files:
+        text = f.read_bytes()
+        bad = [i + 1 for i, line in enumerate(text.splitlines()) if not line.isascii()]
+        assert not bad, f"{f.name}: non-ASCII bytes on lines {bad}"
+
+
+def test_reading_a_non_ascii_source_names_the_file_and_line(tmp_path):
+    from gpuconv.backends.cuda.sources import inline_includes
+    (tmp_path / "k.cu").write_text("// fine\n// k.cu \u2014 not fine\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"k.cu has a non-ASCII byte b'\\xe2' on line 2: kernel sources must be ASCII"):
+        inline_includes(tmp_path / "k.cu")
 
 
 def test_parse_entries_reads_types():

@@ -46,10 +46,23 @@ def kernel_path(name: str) -> Path:
     return path
 
 
+def read_ascii(path: Path) -> str:
+    """A kernel source's text. Sources must be ASCII: NVRTC 12.2 leaves the process in the "C" locale
+    after a compile, and CuPy 13 then writes the next source to its cache with that default encoding,
+    so any non-ASCII byte makes the second module load fail."""
+    data = path.read_bytes()
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"kernel source {path} has a non-ASCII byte {data[e.start:e.start + 1]!r} on line "
+                         f"{line}: kernel sources must be ASCII-only") from None
+
+
 def inline_includes(path: Path, _seen: set | None = None) -> str:
     """The file's text with every #include "..." of ours replaced by that header's text (once each)."""
     seen = set() if _seen is None else _seen
-    text = path.read_text()
+    text = read_ascii(path)
 
     def expand(m: re.Match) -> str:
         header = (path.parent / m.group(1)).resolve()
