@@ -187,6 +187,31 @@ def test_index_bits_boundary():
     assert index_bits() == 32
 
 
+def test_grid_stride_loop_end_counts_towards_the_index_width():
+    """The depthwise loop's idx += gridDim*blockDim passes 2^31 for 330x300x300x64 outputs although
+    the output itself (1.9e9 elements) fits int32; a smaller problem keeps the 32-bit variant."""
+    depthwise = get_backend("emulator").algorithms()["depthwise"]
+    blocks, threads, bits = depthwise.plan(problem((330, 300, 300, 64), (3, 3, 1, 64)))
+    assert 330 * 300 * 300 * 64 < 2 ** 31 - 1 < 330 * 300 * 300 * 64 - 1 + blocks * threads
+    assert bits == 64
+    assert depthwise.plan(problem((300, 300, 300, 64), (3, 3, 1, 64)))[2] == 32
+
+
+def test_im2col_loop_end_over_a_large_workspace_counts(monkeypatch):
+    monkeypatch.setattr(config.settings, "cuda_workspace_bytes", 8 * 10 ** 9)
+    gemm = get_backend("emulator").algorithms()["gemm"]
+    mc, blocks, threads, bits = gemm.plan(problem((1, 2000, 2000, 64), (3, 3, 64, 64)))
+    assert mc * 576 < 2 ** 31 - 1 < mc * 576 - 1 + blocks * threads   # the workspace alone fits int32
+    assert bits == 64
+
+
+def test_gemm_refuses_rows_whose_last_tile_overflows_int():
+    gemm1x1 = get_backend("emulator").algorithms()["gemm1x1"]
+    p = problem((1, 1, 2 ** 31 - 10, 4), (1, 1, 4, 4), padding="VALID")   # M fits, M rounded to 64 does not
+    assert "rows of whole tiles = 2147483648 overflows gemm.cu's 32-bit int indices" in gemm1x1.why_not(p)
+    assert gemm1x1.why_not(problem((1, 1, 2 ** 31 - 64, 4), (1, 1, 4, 4), padding="VALID")) is None
+
+
 class Recorder:
     """Wraps a backend's launch to record the launches it makes."""
 

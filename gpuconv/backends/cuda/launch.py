@@ -51,5 +51,11 @@ def index_bits(*element_spans: int, force64: bool = False) -> int:
     return 64 if force64 or max(element_spans, default=0) > INDEX32_LIMIT else 32
 
 
+def grid_stride_end(total: int, blocks: int, threads: int) -> int:
+    """The largest index a grid-stride loop `for (idx = start; idx < total; idx += blocks*threads)`
+    computes: the last idx a thread uses plus the stride, which must fit the index type too."""
+    return max(total, 1) - 1 + blocks * threads
+
+
 def entry_name(prefix: str, dtype, bits: int) -> str:
     return f"{prefix}_{DTYPE_SUFFIX[np.dtype(dtype)]}_i{bits}"
