@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import types
 
 import numpy as np
 import pytest
@@ -13,10 +12,10 @@ import pytest
 import gpuconv
 from gpuconv import config
 from gpuconv.backends import available_backends, get_backend
-from gpuconv.backends.cuda import cupy_backend, emulator
-from gpuconv.backends.cuda.launch import Launch, index_bits
+from gpuconv.backends.cuda import emulator
+from gpuconv.backends.cuda.launch import DeviceLimits, Launch, index_bits
 from gpuconv.backends.cuda.params import CONV_PROBLEM_DTYPE, GEMM_PROBLEM_DTYPE, conv_problem_struct
-from gpuconv.backends.cuda.signature import check_args, entries_of, parse_entries
+from gpuconv.backends.cuda.signature import check_args, compiled_limits, entries_of, parse_entries
 from gpuconv.backends.cuda.sources import kernel_dir, kernel_files, load_source
 
 EMULATOR_REASON = available_backends()["emulator"]
@@ -176,6 +175,62 @@ def test_launch_check_rejects_unknown_kernel_and_bad_grid():
         Launch("direct", "conv_direct_f32_i16", (1, 1, 1), (256, 1, 1), 0, tuple(good_args())).check()
     with pytest.raises(ValueError, match="grid dimension y=70000 outside 1..65535"):
         Launch("direct", "conv_direct_f32_i32", (1, 70000, 1), (256, 1, 1), 0, tuple(good_args())).check()
+
+
+def gemm_args(dtype=np.float64):
+    q = np.zeros((), GEMM_PROBLEM_DTYPE)[()]
+    return (q, np.zeros(4, dtype), np.zeros(4, dtype), np.zeros(4, dtype))
+
+
+@pytest.mark.parametrize("block,message", [
+    ((2048, 1, 1), r"block dimension x=2048 outside 1..1024"),
+    ((16, 16, 65), r"block dimension z=65 outside 1..64"),
+    ((32, 32, 2), r"block \(32, 32, 2\) has 2048 threads, more than the 1024 a block may have"),
+    ((512, 1, 1), r"block \(512, 1, 1\) has 512 threads, more than its __launch_bounds__\(256\) allows"),
+])
+def test_launch_check_refuses_blocks_a_gpu_refuses(block, message):
+    with pytest.raises(ValueError, match=r"kernel conv_direct_f32_i32: " + message):
+        Launch("direct", "conv_direct_f32_i32", (1, 1, 1), block, 0, tuple(good_args())).check()
+
+
+def test_launch_check_refuses_shared_memory_a_gpu_refuses():
+    big = DeviceLimits(threads_per_block=1024, shared_optin=227 * 1024)
+    gemm = Launch("gemm", "conv_gemm_f64_i32", (1, 1, 1), (256, 1, 1), 40000, gemm_args())
+    with pytest.raises(ValueError, match=r"16896 bytes of static \+ 40000 of dynamic shared memory exceed the "
+                                         r"49152 bytes a block may use on this device"):
+        gemm.check()   # the emulator's limits: what every GPU gives
+    with pytest.raises(ValueError, match=r"exceed 49152 bytes, which needs the kernel's max_dynamic_shared_size_bytes"):
+        gemm.check(limits=big)
+    gemm.check(limits=big, opt_in=True)
+    assert gemm.needs_opt_in()
+    with pytest.raises(ValueError, match=r"exceed the 232448 bytes"):
+        Launch("gemm", "conv_gemm_f64_i32", (1, 1, 1), (256, 1, 1), 227 * 1024 - 16000, gemm_args()).check(
+            limits=big, opt_in=True)
+
+
+def test_static_shared_memory_and_launch_bounds_follow_the_macros():
+    # gemm.cu's header: (GEMM_BK*(GEMM_BM+GEMM_PAD) + GEMM_BK*GEMM_BN) accumulator elements
+    assert compiled_limits("gemm", "conv_gemm_f64_i64").static_shared == (16 * 68 + 16 * 64) * 8
+    assert compiled_limits("gemm", "conv_gemm_f16_i32").static_shared == (16 * 68 + 16 * 64) * 4
+    small = compiled_limits("gemm", "conv_gemm_f32_i32", (("GEMM_BM", 32), ("GEMM_TM", 2), ("GEMM_BK", 8)))
+    assert small == type(small)(max_threads=16 * 16, static_shared=(8 * 36 + 8 * 64) * 4)
+    assert compiled_limits("direct", "conv_direct_f32_i32", (("DIRECT_TILE_K", 8),)).max_threads == 128
+    assert compiled_limits("direct", "conv_direct_f64_i32").static_shared == 0   # dynamic only
+
+
+def test_static_shared_memory_and_launch_bounds_match_ptxas():
+    from gpuconv.backends.cuda import nvrtc, report
+    from gpuconv.backends.cuda.sources import kernel_path
+    if nvrtc.available() is not None:
+        pytest.skip(f"NVRTC not installed: {nvrtc.available()}")
+    for stem in ("gemm", "direct"):
+        rep = report.compile_one(kernel_path(stem), "sm_80")
+        assert rep.error is None, rep.error
+        compiled = {f.name: f for f in rep.functions if f.entry}
+        assert set(compiled) == set(entries_of(stem))
+        for name, f in compiled.items():
+            assert (f.threads, f.smem) == (compiled_limits(stem, name).max_threads,
+                                           compiled_limits(stem, name).static_shared), name
 
 
 # ---------------------------------------------------------------- 32- or 64-bit indexing
@@ -362,83 +417,7 @@ def test_shuffled_mode_gives_identical_results_for_the_real_kernels(algorithm, w
     assert tolerances_ok
 
 
-# ---------------------------------------------------------------- the cupy backend's own launch code
-
-class FakeCuPy(types.SimpleNamespace):
-    """Stands in for CuPy: NumPy arrays, and a RawModule whose kernels run on the emulator. So the
-    cupy backend's code — module options, memoisation, the kernel call — runs without a GPU."""
-
-
-def make_fake_cupy(calls):
-    class RawModule:
-        def __init__(self, code, options):
-            calls.append(("RawModule", options))
-            self.code = code
-
-        def compile(self):
-            self.module = emulator.EmulatedModule("fake_cupy", self.code)
-
-        def get_function(self, name):
-            def kernel(grid, block, args, shared_mem=0):
-                calls.append(("launch", name, grid, block, shared_mem))
-                structs = [a for a in args if isinstance(a, np.ndarray) and a.dtype.names]
-                assert structs and all(a.shape == (1,) for a in structs), "structs go as 1-element arrays"
-                assert not any(isinstance(a, np.void) for a in args)
-                args = tuple(a[0] if isinstance(a, np.ndarray) and a.dtype.names else a for a in args)
-                self.module.launch(Launch("fake_cupy", name, grid, block, shared_mem, args))
-            return kernel
-
-    class Device:
-        def __init__(self, id=0):
-            self.id = id
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-    ns = FakeCuPy(RawModule=RawModule, cuda=types.SimpleNamespace(Device=Device), is_available=lambda: True)
-    for name in ("empty", "asarray", "ascontiguousarray"):
-        setattr(ns, name, lambda *a, _f=getattr(np, name), **k: _f(*a, **k).view(DeviceArray))
-    return ns
-
-
-class DeviceArray(np.ndarray):
-    """A NumPy array that, like a CuPy array, must be fetched with .get()."""
-
-    def get(self):
-        return np.asarray(self)
-
-
-@needs_emulator
-def test_cupy_backend_launch_path_on_a_stand_in(monkeypatch):
-    calls = []
-    monkeypatch.setattr(cupy_backend, "_cupy", lambda: make_fake_cupy(calls))
-    cupy_backend._module.cache_clear()
-    try:
-        be = cupy_backend.CupyBackend()
-        assert be.unavailable_reason() is None
-        rng = np.random.default_rng(4)
-        x = rng.integers(-3, 4, (2, 5, 6, 8)).astype(np.float32)
-        w = rng.integers(-3, 4, (3, 3, 8, 16)).astype(np.float32)
-        p = problem(x.shape, w.shape, dtype=np.float32)
-        for algorithm in ("direct", "gemm"):
-            np.testing.assert_array_equal(be.run(p, x, w, algorithm), gpuconv.conv2d_reference(x, w, p))
-        be.run(p, x, w, "gemm")
-        # bfloat16: CuPy has no such arrays, so the data lives on the device as uint16, bit for bit
-        pb = problem(x.shape, w.shape, dtype=gpuconv.dtypes.bfloat16)
-        yb = be.run(pb, x.astype(pb.dtype), w.astype(pb.dtype), "gemm")
-        assert yb.dtype == pb.dtype
-        np.testing.assert_array_equal(yb.astype(np.float64), gpuconv.conv2d_reference(x, w, p).astype(pb.dtype))
-    finally:
-        cupy_backend._module.cache_clear()
-    modules = [c for c in calls if c[0] == "RawModule"]
-    assert len(modules) == 3, "one module per kernel file (direct, im2col, gemm), compiled once each"
-    assert any(c[0] == "launch" and c[1] == "conv_gemm_bf16_i32" for c in calls)
-    assert all("-std=c++17" in opts and any(o.startswith("-I") for o in opts) for _, opts in modules)
-    assert any(c[0] == "launch" and c[1] == "conv_direct_f32_i32" and c[3] == (256, 1, 1) for c in calls)
-
+# ---------------------------------------------------------------- the cupy backend on this host
 
 def test_cupy_backend_reports_why_it_is_unusable_here():
     why = available_backends()["cupy"]
