@@ -118,6 +118,73 @@ def test_reading_a_non_ascii_source_names_the_file_and_line(tmp_path):
         inline_includes(tmp_path / "k.cu")
 
 
+@pytest.fixture
+def no_wheel_headers(monkeypatch, tmp_path):
+    """cuda_include_dirs() with no header wheels, CUDA_ROOT under tmp_path, CUDA_HOME/PATH unset."""
+    from gpuconv.backends.cuda import sources
+    monkeypatch.setattr(sources, "_wheel_include_dirs", lambda: [])
+    monkeypatch.setattr(sources, "CUDA_ROOT", str(tmp_path / "cuda"))
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    sources.cuda_include_dirs.cache_clear()
+    yield sources
+    sources.cuda_include_dirs.cache_clear()
+
+
+def toolkit(root, cccl=False, headers=True):
+    (root / "include" / "cccl").mkdir(parents=True) if cccl else (root / "include").mkdir(parents=True)
+    if headers:
+        (root / "include" / "cuda_fp16.h").write_text("")
+    return str(root / "include")
+
+
+def test_headers_fall_back_to_versioned_toolkits_newest_first(no_wheel_headers, tmp_path):
+    toolkit(tmp_path / "cuda-12.9")
+    new = toolkit(tmp_path / "cuda-13.0", cccl=True)
+    toolkit(tmp_path / "cuda-9.2")
+    assert no_wheel_headers.cuda_include_dirs() == (new, new + "/cccl")
+
+
+def test_headers_prefer_cuda_home_then_the_default_toolkit(no_wheel_headers, tmp_path, monkeypatch):
+    toolkit(tmp_path / "cuda-13.0")
+    default = toolkit(tmp_path / "cuda")
+    assert no_wheel_headers.cuda_include_dirs() == (default,)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "home"))
+    toolkit(tmp_path / "home", headers=False)   # a CUDA_HOME without the headers is passed over
+    monkeypatch.setenv("CUDA_PATH", str(tmp_path / "path"))
+    path = toolkit(tmp_path / "path")
+    no_wheel_headers.cuda_include_dirs.cache_clear()
+    assert no_wheel_headers.cuda_include_dirs() == (path,)
+
+
+def test_headers_from_wheels_win_and_missing_everywhere_is_explained(no_wheel_headers, tmp_path, monkeypatch):
+    toolkit(tmp_path / "cuda")
+    wheel = toolkit(tmp_path / "wheel")
+    monkeypatch.setattr(no_wheel_headers, "_wheel_include_dirs", lambda: [wheel])
+    assert no_wheel_headers.cuda_include_dirs() == (wheel,)
+    monkeypatch.setattr(no_wheel_headers, "_wheel_include_dirs", lambda: [])
+    (tmp_path / "cuda" / "include" / "cuda_fp16.h").unlink()
+    no_wheel_headers.cuda_include_dirs.cache_clear()
+    with pytest.raises(no_wheel_headers.CudaHeadersNotFound, match=r"gpuconv\[cuda13\].*Looked in: \[.*cuda/include"):
+        no_wheel_headers.cuda_include_dirs()
+
+
+@pytest.mark.parametrize("extra,major,parts", [("cuda13", 13, {"nvrtc", "cudart", "crt", "cccl"}),
+                                               ("cuda12", 12, {"nvrtc", "cudart", "cccl"})])
+def test_cuda_extras_take_nvrtc_and_headers_from_one_toolkit_release(extra, major, parts):
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.10 has no tomllib")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    reqs = [Requirement(r) for r in pyproject["project"]["optional-dependencies"][extra]]
+    assert not [r.name for r in reqs if r.name.startswith("nvidia-")], "header wheels pinned one by one drift apart"
+    (toolkit_req,) = [r for r in reqs if r.name == "cuda-toolkit"]
+    assert toolkit_req.extras == parts
+    assert f"{major}.9" in toolkit_req.specifier and f"{major + 1}.0" not in toolkit_req.specifier
+    assert "cuda-pathfinder" in {r.name for r in reqs}
+
+
 def test_parse_entries_reads_types():
     e = parse_entries('extern "C" __global__ void __launch_bounds__(128) k(const ConvProblem p, '
                       'const __half* __restrict__ x, float* y, int n, long long m) {}')["k"]

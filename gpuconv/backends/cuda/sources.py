@@ -3,11 +3,12 @@
 Our headers are inlined into each kernel's text (recursively, once each) because CuPy's on-disk
 cache keys on the source text and options only: an edited header pulled in by #include would
 silently reuse a stale binary. CUDA's own headers (<cuda_fp16.h>, <cuda_bf16.h>) stay #includes and
-are found with cuda-pathfinder (pip wheels or a CUDA toolkit).
+come from the pip wheels (found with cuda-pathfinder) or else a CUDA toolkit.
 """
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import os
 import re
@@ -18,7 +19,8 @@ _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.MULTILI
 
 HEADERS_HELP = ("CUDA's headers cuda_fp16.h / cuda_bf16.h were not found. NVRTC from pip ships none; "
                 "install them with `pip install \"gpuconv[cuda13]\"` (or [cuda12]), which brings the "
-                "nvidia-cuda-runtime, -crt and -cccl wheels, or set CUDA_HOME to a CUDA toolkit.")
+                "nvidia-cuda-runtime, -crt and -cccl wheels, or set CUDA_HOME to a CUDA toolkit "
+                "(/usr/local/cuda and /usr/local/cuda-* are looked in too).")
 
 
 class CudaHeadersNotFound(RuntimeError):
@@ -98,27 +100,53 @@ def source_hash(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=None)
-def cuda_include_dirs() -> tuple[str, ...]:
-    """Directories to pass with -I so that <cuda_fp16.h> and <cuda_bf16.h> compile (NVRTC and g++)."""
-    dirs = []
+# Where CUDA toolkits install, when neither a wheel nor CUDA_HOME / CUDA_PATH says: the default
+# symlink first, then versioned installs, newest first.
+CUDA_ROOT = "/usr/local/cuda"
+
+
+def _wheel_include_dirs() -> list[str]:
+    """Header directories of the nvidia-cuda-runtime / -cccl wheels, as cuda-pathfinder finds them."""
     try:
         from cuda.pathfinder import find_nvidia_header_directory
     except ImportError:
-        find_nvidia_header_directory = None
-    if find_nvidia_header_directory is not None:
-        for lib in ("cudart", "cccl"):
-            try:
-                d = find_nvidia_header_directory(lib)
-            except Exception:
-                d = None
-            if d and d not in dirs:
-                dirs.append(d)
-    for env in ("CUDA_HOME", "CUDA_PATH"):
-        root = os.environ.get(env)
-        if root and os.path.isdir(os.path.join(root, "include")):
-            dirs.append(os.path.join(root, "include"))
-    for d in dirs:
-        if os.path.isfile(os.path.join(d, "cuda_fp16.h")):
+        return []
+    dirs = []
+    for lib in ("cudart", "cccl"):
+        try:
+            d = find_nvidia_header_directory(lib)
+        except Exception:  # pathfinder's not-found errors vary between versions
+            d = None
+        if d and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    suffix = path.rsplit("cuda-", 1)[-1]
+    return tuple(int(p) for p in suffix.split(".") if p.isdigit())
+
+
+def _toolkit_roots() -> list[str]:
+    roots = [os.environ.get(env) for env in ("CUDA_HOME", "CUDA_PATH")]
+    roots.append(CUDA_ROOT)
+    roots += sorted(glob.glob(CUDA_ROOT + "-*"), key=_version_key, reverse=True)
+    return [r for i, r in enumerate(roots) if r and r not in roots[:i]]
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_include_dirs() -> tuple[str, ...]:
+    """Directories to pass with -I so that <cuda_fp16.h> and <cuda_bf16.h> compile (NVRTC and g++).
+
+    The wheels' headers when they have them, else the first toolkit that does (its include/ and, from
+    CUDA 13 on, include/cccl): never a mix of two CUDA versions' headers."""
+    looked = []
+    candidates = [_wheel_include_dirs()]
+    for root in _toolkit_roots():
+        include = os.path.join(root, "include")
+        candidates.append([include] + [d for d in [os.path.join(include, "cccl")] if os.path.isdir(d)])
+    for dirs in candidates:
+        looked += dirs
+        if any(os.path.isfile(os.path.join(d, "cuda_fp16.h")) for d in dirs):
             return tuple(dirs)
-    raise CudaHeadersNotFound(HEADERS_HELP + (f" Looked in: {dirs}" if dirs else ""))
+    raise CudaHeadersNotFound(HEADERS_HELP + (f" Looked in: {looked}" if looked else ""))
