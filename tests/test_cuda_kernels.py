@@ -285,6 +285,20 @@ def test_static_shared_memory_and_launch_bounds_follow_the_macros():
     assert compiled_limits("direct", "conv_direct_f64_i32").static_shared == 0   # dynamic only
 
 
+def test_macro_expressions_evaluate_like_c_and_refuse_the_rest():
+    from gpuconv.backends.cuda.cexpr import evaluate, macro_table
+    macros = macro_table("#ifndef A\n#define A 8\n#endif\n#define B (A * 3 / 2 + 16u)  // note\n"
+                         "#define F(x) (x)\n#define C (B % 5 - A)\n", (("A", 10),))
+    assert (evaluate("B", macros), evaluate("C", macros), evaluate("-A", macros)) == (31, -9, -10)
+    assert "F" not in macros                                # function-like macros are not values
+    with pytest.raises(ValueError, match=r"cannot evaluate 'B \+ D': D is not an object-like macro"):
+        evaluate("B + D", macros)
+    with pytest.raises(ValueError, match=r"cannot evaluate 'A << 2': only integers"):
+        evaluate("A << 2", macros)
+    with pytest.raises(ValueError, match=r"does not terminate"):
+        evaluate("L", {"L": "L + 1"})
+
+
 def test_static_shared_memory_and_launch_bounds_match_ptxas():
     from gpuconv.backends.cuda import nvrtc, report
     from gpuconv.backends.cuda.sources import kernel_path
