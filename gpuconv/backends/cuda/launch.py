@@ -45,13 +45,11 @@ class Launch:
     args: tuple
     defines: tuple[tuple[str, int], ...] = ()   # -D macros (tile sizes) the module is compiled with
 
-    def check(self, storage: dict | None = None, limits: DeviceLimits = PORTABLE_LIMITS, opt_in: bool = False,
-              static_shared: int | None = None) -> None:
+    def check(self, storage: dict | None = None, limits: DeviceLimits = PORTABLE_LIMITS, opt_in: bool = False) -> None:
         """Raise what a GPU would refuse, before launching: wrong arguments, grid or block dimensions,
         more threads than the device or the kernel's __launch_bounds__ allow, more shared memory than
         the device has, or more than 48 KB without `opt_in` (the caller then sets the kernel's
-        max_dynamic_shared_size_bytes). static_shared: the kernel's static shared bytes when the
-        driver reports them, else parsed from the source."""
+        max_dynamic_shared_size_bytes). Static shared memory is parsed from the source."""
         entries = entries_of(self.file)
         if self.kernel not in entries:
             raise ValueError(f"kernel {self.kernel!r} is not an entry point of {self.file}.cu: "
@@ -72,7 +70,7 @@ class Launch:
         if compiled.max_threads is not None and threads > compiled.max_threads:
             raise ValueError(f"{where}: block {self.block} has {threads} threads, more than its "
                              f"__launch_bounds__({compiled.max_threads}) allows")
-        static = compiled.static_shared if static_shared is None else static_shared
+        static = compiled.static_shared
         total = static + self.shared_mem
         if self.shared_mem < 0 or total > limits.shared_optin:
             raise ValueError(f"{where}: {static} bytes of static + {self.shared_mem} of dynamic shared memory "
@@ -82,9 +80,8 @@ class Launch:
                              f"exceed {SHARED_WITHOUT_OPTIN} bytes, which needs the kernel's "
                              f"max_dynamic_shared_size_bytes opt-in")
 
-    def needs_opt_in(self, static_shared: int | None = None) -> bool:
-        static = compiled_limits(self.file, self.kernel, self.defines).static_shared \
-            if static_shared is None else static_shared
+    def needs_opt_in(self) -> bool:
+        static = compiled_limits(self.file, self.kernel, self.defines).static_shared
         return static + self.shared_mem > SHARED_WITHOUT_OPTIN
 
 

@@ -97,11 +97,12 @@ _ACC_ALIAS = re.compile(r"using\s+(\w+)\s*=\s*typename\s+Acc<T>::type\s*;")
 def compiled_limits(file: str, kernel: str, defines: tuple[tuple[str, int], ...] = ()) -> Compiled:
     """Block size bound and static shared memory of one entry point, from its source.
 
-    Parsed rather than measured: the driver reports a function's static shared size (CuPy:
-    RawKernel.shared_size_bytes, which the cupy backend uses), but the emulator links every
-    entry's static arrays into one section, so it cannot tell one kernel's. Each kernel file has a
-    single kernel body template whose instantiations are its entries, so the body's __shared__
-    arrays, with T the entry's element type, are every entry's."""
+    Parsed rather than measured, so both backends check a launch before anything is compiled: the
+    driver tells a function's static size only once its module is loaded (CuPy's
+    RawKernel.shared_size_bytes), and the emulator links every entry's static arrays into one
+    section, so it cannot tell one kernel's. Each kernel file has a single kernel body template
+    whose instantiations are its entries, so the body's __shared__ arrays, with T the entry's
+    element type, are every entry's. A test compares the result with ptxas's report."""
     source = load_source(file)
     entry = entries_of(file)[kernel]
     macros = macro_table(source, defines)
