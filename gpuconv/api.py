@@ -1,6 +1,7 @@
 """gpuconv.conv2d: tf.nn.conv2d semantics on any backend."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional, overload
 
 import numpy as np
@@ -8,6 +9,7 @@ import numpy as np
 from . import config
 from .arg_types import IntOrInts, NumpyInput, Padding
 from .backends import check_backend_name, get_backend, unusable_reason
+from .backends.cuda.cupy_backend import device_scope
 from .dtypes import SUPPORTED
 from .nonfinite import add_nonfinite_terms, split_filters
 from .problem import parse_problem
@@ -122,8 +124,10 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     if be.name != "cupy":
         x, w = (a.get() if _is_cupy(a) else a for a in (x, w))
     x4 = x.reshape((p.N,) + tuple(x.shape[-3:]))
-    w_finite, bad = split_filters(w)
-    y = be.run(p, x4, w_finite, algorithm)
-    if len(bad) and not p.is_empty:
-        add_nonfinite_terms(p, _like(x4, y), _like(w, y), y, bad)
+    # on the inputs' GPU, not the current one; inputs on two GPUs are refused
+    with device_scope(input=x, filters=w) if be.name == "cupy" else contextlib.nullcontext():
+        w_finite, bad = split_filters(w)
+        y = be.run(p, x4, w_finite, algorithm)
+        if len(bad) and not p.is_empty:
+            add_nonfinite_terms(p, _like(x4, y), _like(w, y), y, bad)
     return _like(y.reshape(tuple(batch_shape) + tuple(y.shape[1:])), x)  # the caller's array type

@@ -1,4 +1,4 @@
-// common.cuh — what every gpuconv kernel shares: the problem description, element types, index types.
+// common.cuh - what every gpuconv kernel shares: the problem description, element types, index types.
 //
 // ConvProblem is the one description of a convolution, field for field the same as the Python
 // ConvProblem (gpuconv/problem.py) plus the element strides of input x and output y, which encode the

@@ -1,4 +1,4 @@
-// depthwise.cu — depthwise convolution (one input channel per group, CG = 1), one thread per output.
+// depthwise.cu - depthwise convolution (one input channel per group, CG = 1), one thread per output.
 //
 // Computes   y[n, oh, ow, k] = sum_{kh, kw} x[n, oh*SH - PT + kh*DH, ow*SW - PL + kw*DW, k / KG] * w[kh, kw, 0, k]
 // for G = C groups of one input channel each, KG = K / C output channels per input channel (the

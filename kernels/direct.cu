@@ -1,4 +1,4 @@
-// direct.cu — direct 2-D convolution (cross-correlation, as tf.nn.conv2d), one output tile per block.
+// direct.cu - direct 2-D convolution (cross-correlation, as tf.nn.conv2d), one output tile per block.
 //
 // Computes   y[n, oh, ow, g*KG + k] = sum_{kh, kw, c < CG} x[n, oh*SH - PT + kh*DH, ow*SW - PL + kw*DW, g*CG + c]
 //                                                        * w[kh, kw, c, g*KG + k]

@@ -1,4 +1,4 @@
-// gemm.cu — the tiled matrix product behind im2col + GEMM and 1x1 convolutions (no cuBLAS).
+// gemm.cu - the tiled matrix product behind im2col + GEMM and 1x1 convolutions (no cuBLAS).
 //
 // Computes, for each group g:   C[m, k] = sum_{r < R} A[m, r] * B[r, k]     m < M, k < KG
 // where, in GemmProblem's strides (common.cuh),

@@ -1,4 +1,4 @@
-// im2col.cu — unfold a block of output pixels' receptive fields into GEMM rows ("column matrix").
+// im2col.cu - unfold a block of output pixels' receptive fields into GEMM rows ("column matrix").
 //
 // Computes   col[g][m][r] = x[n, oh*SH - PT + kh*DH, ow*SW - PL + kw*DW, g*CG + c]   (0 outside the image)
 //            for the Mc output pixels m0 <= m0 + m < m0 + Mc of the flattened (n, oh, ow) order,

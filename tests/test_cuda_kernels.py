@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import types
 
 import numpy as np
 import pytest
@@ -13,10 +12,10 @@ import pytest
 import gpuconv
 from gpuconv import config
 from gpuconv.backends import available_backends, get_backend
-from gpuconv.backends.cuda import cupy_backend, emulator
-from gpuconv.backends.cuda.launch import Launch, index_bits
+from gpuconv.backends.cuda import emulator
+from gpuconv.backends.cuda.launch import DeviceLimits, Launch, index_bits
 from gpuconv.backends.cuda.params import CONV_PROBLEM_DTYPE, GEMM_PROBLEM_DTYPE, conv_problem_struct
-from gpuconv.backends.cuda.signature import check_args, entries_of, parse_entries
+from gpuconv.backends.cuda.signature import check_args, compiled_limits, entries_of, parse_entries
 from gpuconv.backends.cuda.sources import kernel_dir, kernel_files, load_source
 
 EMULATOR_REASON = available_backends()["emulator"]
@@ -32,7 +31,7 @@ def problem(xs=(2, 9, 11, 6), ws=(3, 3, 6, 5), strides=1, padding="SAME", fmt="N
 # ---------------------------------------------------------------- one problem description on both sides
 
 def c_struct_fields(name: str) -> list[tuple[str, str]]:
-    text = (kernel_dir() / "common.cuh").read_text()
+    text = (kernel_dir() / "common.cuh").read_text(encoding="ascii")
     body = re.search(r"struct\s+%s\s*\{(.*?)\};" % name, text, re.S).group(1)
     fields = []
     for line in body.splitlines():
@@ -94,12 +93,96 @@ def test_every_kernel_has_every_dtype_and_index_variant():
 
 def test_kernel_files_have_header_comments_and_overridable_tiles():
     for f in kernel_files():
-        text = f.read_text()
-        assert text.startswith(f"// {f.name} — "), f"{f.name}: header comment must say what it computes"
+        text = f.read_text(encoding="ascii")
+        assert text.startswith(f"// {f.name} - "), f"{f.name}: header comment must say what it computes"
         for word in ("Launch", "Layouts" if f.stem != "gemm" else "Tiling"):
             assert word in text, f"{f.name}: header comment lacks {word!r}"
         for macro in re.findall(r"#define\s+([A-Z0-9_]+)\s+\d+", text):
             assert f"#ifndef {macro}" in text, f"{f.name}: tile macro {macro} is not overridable with -D"
+
+
+def test_every_kernel_source_is_ascii():
+    """NVRTC 12.2 + CuPy 13 fail on the second module load of a source with any non-ASCII byte."""
+    files = [f for f in kernel_dir().rglob("*") if f.suffix in (".cu", ".cuh", ".h")]
+    assert {"common.cuh", "cuda_host.h", "gemm.cu"} <= {f.name for f in files}
+    for f in files:
+        text = f.read_bytes()
+        bad = [i + 1 for i, line in enumerate(text.splitlines()) if not line.isascii()]
+        assert not bad, f"{f.name}: non-ASCII bytes on lines {bad}"
+
+
+def test_reading_a_non_ascii_source_names_the_file_and_line(tmp_path):
+    from gpuconv.backends.cuda.sources import inline_includes
+    (tmp_path / "k.cu").write_text("// fine\n// k.cu \u2014 not fine\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"k.cu has a non-ASCII byte b'\\xe2' on line 2: kernel sources must be ASCII"):
+        inline_includes(tmp_path / "k.cu")
+
+
+@pytest.fixture
+def no_wheel_headers(monkeypatch, tmp_path):
+    """cuda_include_dirs() with no header wheels, CUDA_ROOT under tmp_path, CUDA_HOME/PATH unset."""
+    from gpuconv.backends.cuda import sources
+    monkeypatch.setattr(sources, "_wheel_include_dirs", lambda: [])
+    monkeypatch.setattr(sources, "CUDA_ROOT", str(tmp_path / "cuda"))
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    sources.cuda_include_dirs.cache_clear()
+    yield sources
+    sources.cuda_include_dirs.cache_clear()
+
+
+def toolkit(root, cccl=False, headers=True):
+    (root / "include" / "cccl").mkdir(parents=True) if cccl else (root / "include").mkdir(parents=True)
+    if headers:
+        (root / "include" / "cuda_fp16.h").write_text("")
+    return str(root / "include")
+
+
+def test_headers_fall_back_to_versioned_toolkits_newest_first(no_wheel_headers, tmp_path):
+    toolkit(tmp_path / "cuda-12.9")
+    new = toolkit(tmp_path / "cuda-13.0", cccl=True)
+    toolkit(tmp_path / "cuda-9.2")
+    assert no_wheel_headers.cuda_include_dirs() == (new, new + "/cccl")
+
+
+def test_headers_prefer_cuda_home_then_the_default_toolkit(no_wheel_headers, tmp_path, monkeypatch):
+    toolkit(tmp_path / "cuda-13.0")
+    default = toolkit(tmp_path / "cuda")
+    assert no_wheel_headers.cuda_include_dirs() == (default,)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "home"))
+    toolkit(tmp_path / "home", headers=False)   # a CUDA_HOME without the headers is passed over
+    monkeypatch.setenv("CUDA_PATH", str(tmp_path / "path"))
+    path = toolkit(tmp_path / "path")
+    no_wheel_headers.cuda_include_dirs.cache_clear()
+    assert no_wheel_headers.cuda_include_dirs() == (path,)
+
+
+def test_headers_from_wheels_win_and_missing_everywhere_is_explained(no_wheel_headers, tmp_path, monkeypatch):
+    toolkit(tmp_path / "cuda")
+    wheel = toolkit(tmp_path / "wheel")
+    monkeypatch.setattr(no_wheel_headers, "_wheel_include_dirs", lambda: [wheel])
+    assert no_wheel_headers.cuda_include_dirs() == (wheel,)
+    monkeypatch.setattr(no_wheel_headers, "_wheel_include_dirs", lambda: [])
+    (tmp_path / "cuda" / "include" / "cuda_fp16.h").unlink()
+    no_wheel_headers.cuda_include_dirs.cache_clear()
+    with pytest.raises(no_wheel_headers.CudaHeadersNotFound, match=r"gpuconv\[cuda13\].*Looked in: \[.*cuda/include"):
+        no_wheel_headers.cuda_include_dirs()
+
+
+@pytest.mark.parametrize("extra,major,parts", [("cuda13", 13, {"nvrtc", "cudart", "crt", "cccl"}),
+                                               ("cuda12", 12, {"nvrtc", "cudart", "cccl"})])
+def test_cuda_extras_take_nvrtc_and_headers_from_one_toolkit_release(extra, major, parts):
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.10 has no tomllib")
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    reqs = [Requirement(r) for r in pyproject["project"]["optional-dependencies"][extra]]
+    assert not [r.name for r in reqs if r.name.startswith("nvidia-")], "header wheels pinned one by one drift apart"
+    (toolkit_req,) = [r for r in reqs if r.name == "cuda-toolkit"]
+    assert toolkit_req.extras == parts
+    assert f"{major}.9" in toolkit_req.specifier and f"{major + 1}.0" not in toolkit_req.specifier
+    assert "cuda-pathfinder" in {r.name for r in reqs}
 
 
 def test_parse_entries_reads_types():
@@ -161,6 +244,76 @@ def test_launch_check_rejects_unknown_kernel_and_bad_grid():
         Launch("direct", "conv_direct_f32_i32", (1, 70000, 1), (256, 1, 1), 0, tuple(good_args())).check()
 
 
+def gemm_args(dtype=np.float64):
+    q = np.zeros((), GEMM_PROBLEM_DTYPE)[()]
+    return (q, np.zeros(4, dtype), np.zeros(4, dtype), np.zeros(4, dtype))
+
+
+@pytest.mark.parametrize("block,message", [
+    ((2048, 1, 1), r"block dimension x=2048 outside 1..1024"),
+    ((16, 16, 65), r"block dimension z=65 outside 1..64"),
+    ((32, 32, 2), r"block \(32, 32, 2\) has 2048 threads, more than the 1024 a block may have"),
+    ((512, 1, 1), r"block \(512, 1, 1\) has 512 threads, more than its __launch_bounds__\(256\) allows"),
+])
+def test_launch_check_refuses_blocks_a_gpu_refuses(block, message):
+    with pytest.raises(ValueError, match=r"kernel conv_direct_f32_i32: " + message):
+        Launch("direct", "conv_direct_f32_i32", (1, 1, 1), block, 0, tuple(good_args())).check()
+
+
+def test_launch_check_refuses_shared_memory_a_gpu_refuses():
+    big = DeviceLimits(threads_per_block=1024, shared_optin=227 * 1024)
+    gemm = Launch("gemm", "conv_gemm_f64_i32", (1, 1, 1), (256, 1, 1), 40000, gemm_args())
+    with pytest.raises(ValueError, match=r"16896 bytes of static \+ 40000 of dynamic shared memory exceed the "
+                                         r"49152 bytes a block may use on this device"):
+        gemm.check()   # the emulator's limits: what every GPU gives
+    with pytest.raises(ValueError, match=r"exceed 49152 bytes, which needs the kernel's max_dynamic_shared_size_bytes"):
+        gemm.check(limits=big)
+    gemm.check(limits=big, opt_in=True)
+    assert gemm.needs_opt_in()
+    with pytest.raises(ValueError, match=r"exceed the 232448 bytes"):
+        Launch("gemm", "conv_gemm_f64_i32", (1, 1, 1), (256, 1, 1), 227 * 1024 - 16000, gemm_args()).check(
+            limits=big, opt_in=True)
+
+
+def test_static_shared_memory_and_launch_bounds_follow_the_macros():
+    # gemm.cu's header: (GEMM_BK*(GEMM_BM+GEMM_PAD) + GEMM_BK*GEMM_BN) accumulator elements
+    assert compiled_limits("gemm", "conv_gemm_f64_i64").static_shared == (16 * 68 + 16 * 64) * 8
+    assert compiled_limits("gemm", "conv_gemm_f16_i32").static_shared == (16 * 68 + 16 * 64) * 4
+    small = compiled_limits("gemm", "conv_gemm_f32_i32", (("GEMM_BM", 32), ("GEMM_TM", 2), ("GEMM_BK", 8)))
+    assert small == type(small)(max_threads=16 * 16, static_shared=(8 * 36 + 8 * 64) * 4)
+    assert compiled_limits("direct", "conv_direct_f32_i32", (("DIRECT_TILE_K", 8),)).max_threads == 128
+    assert compiled_limits("direct", "conv_direct_f64_i32").static_shared == 0   # dynamic only
+
+
+def test_macro_expressions_evaluate_like_c_and_refuse_the_rest():
+    from gpuconv.backends.cuda.cexpr import evaluate, macro_table
+    macros = macro_table("#ifndef A\n#define A 8\n#endif\n#define B (A * 3 / 2 + 16u)  // note\n"
+                         "#define F(x) (x)\n#define C (B % 5 - A)\n", (("A", 10),))
+    assert (evaluate("B", macros), evaluate("C", macros), evaluate("-A", macros)) == (31, -9, -10)
+    assert "F" not in macros                                # function-like macros are not values
+    with pytest.raises(ValueError, match=r"cannot evaluate 'B \+ D': D is not an object-like macro"):
+        evaluate("B + D", macros)
+    with pytest.raises(ValueError, match=r"cannot evaluate 'A << 2': only integers"):
+        evaluate("A << 2", macros)
+    with pytest.raises(ValueError, match=r"does not terminate"):
+        evaluate("L", {"L": "L + 1"})
+
+
+def test_static_shared_memory_and_launch_bounds_match_ptxas():
+    from gpuconv.backends.cuda import nvrtc, report
+    from gpuconv.backends.cuda.sources import kernel_path
+    if nvrtc.available() is not None:
+        pytest.skip(f"NVRTC not installed: {nvrtc.available()}")
+    for stem in ("gemm", "direct"):
+        rep = report.compile_one(kernel_path(stem), "sm_80")
+        assert rep.error is None, rep.error
+        compiled = {f.name: f for f in rep.functions if f.entry}
+        assert set(compiled) == set(entries_of(stem))
+        for name, f in compiled.items():
+            assert (f.threads, f.smem) == (compiled_limits(stem, name).max_threads,
+                                           compiled_limits(stem, name).static_shared), name
+
+
 # ---------------------------------------------------------------- 32- or 64-bit indexing
 
 def test_index_bits_boundary():
@@ -168,6 +321,31 @@ def test_index_bits_boundary():
     assert index_bits(10, 2 ** 31) == 64
     assert index_bits(10, force64=True) == 64
     assert index_bits() == 32
+
+
+def test_grid_stride_loop_end_counts_towards_the_index_width():
+    """The depthwise loop's idx += gridDim*blockDim passes 2^31 for 330x300x300x64 outputs although
+    the output itself (1.9e9 elements) fits int32; a smaller problem keeps the 32-bit variant."""
+    depthwise = get_backend("emulator").algorithms()["depthwise"]
+    blocks, threads, bits = depthwise.plan(problem((330, 300, 300, 64), (3, 3, 1, 64)))
+    assert 330 * 300 * 300 * 64 < 2 ** 31 - 1 < 330 * 300 * 300 * 64 - 1 + blocks * threads
+    assert bits == 64
+    assert depthwise.plan(problem((300, 300, 300, 64), (3, 3, 1, 64)))[2] == 32
+
+
+def test_im2col_loop_end_over_a_large_workspace_counts(monkeypatch):
+    monkeypatch.setattr(config.settings, "cuda_workspace_bytes", 8 * 10 ** 9)
+    gemm = get_backend("emulator").algorithms()["gemm"]
+    mc, blocks, threads, bits = gemm.plan(problem((1, 2000, 2000, 64), (3, 3, 64, 64)))
+    assert mc * 576 < 2 ** 31 - 1 < mc * 576 - 1 + blocks * threads   # the workspace alone fits int32
+    assert bits == 64
+
+
+def test_gemm_refuses_rows_whose_last_tile_overflows_int():
+    gemm1x1 = get_backend("emulator").algorithms()["gemm1x1"]
+    p = problem((1, 1, 2 ** 31 - 10, 4), (1, 1, 4, 4), padding="VALID")   # M fits, M rounded to 64 does not
+    assert "rows of whole tiles = 2147483648 overflows gemm.cu's 32-bit int indices" in gemm1x1.why_not(p)
+    assert gemm1x1.why_not(problem((1, 1, 2 ** 31 - 64, 4), (1, 1, 4, 4), padding="VALID")) is None
 
 
 class Recorder:
@@ -320,83 +498,7 @@ def test_shuffled_mode_gives_identical_results_for_the_real_kernels(algorithm, w
     assert tolerances_ok
 
 
-# ---------------------------------------------------------------- the cupy backend's own launch code
-
-class FakeCuPy(types.SimpleNamespace):
-    """Stands in for CuPy: NumPy arrays, and a RawModule whose kernels run on the emulator. So the
-    cupy backend's code — module options, memoisation, the kernel call — runs without a GPU."""
-
-
-def make_fake_cupy(calls):
-    class RawModule:
-        def __init__(self, code, options):
-            calls.append(("RawModule", options))
-            self.code = code
-
-        def compile(self):
-            self.module = emulator.EmulatedModule("fake_cupy", self.code)
-
-        def get_function(self, name):
-            def kernel(grid, block, args, shared_mem=0):
-                calls.append(("launch", name, grid, block, shared_mem))
-                structs = [a for a in args if isinstance(a, np.ndarray) and a.dtype.names]
-                assert structs and all(a.shape == (1,) for a in structs), "structs go as 1-element arrays"
-                assert not any(isinstance(a, np.void) for a in args)
-                args = tuple(a[0] if isinstance(a, np.ndarray) and a.dtype.names else a for a in args)
-                self.module.launch(Launch("fake_cupy", name, grid, block, shared_mem, args))
-            return kernel
-
-    class Device:
-        def __init__(self, id=0):
-            self.id = id
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-    ns = FakeCuPy(RawModule=RawModule, cuda=types.SimpleNamespace(Device=Device), is_available=lambda: True)
-    for name in ("empty", "asarray", "ascontiguousarray"):
-        setattr(ns, name, lambda *a, _f=getattr(np, name), **k: _f(*a, **k).view(DeviceArray))
-    return ns
-
-
-class DeviceArray(np.ndarray):
-    """A NumPy array that, like a CuPy array, must be fetched with .get()."""
-
-    def get(self):
-        return np.asarray(self)
-
-
-@needs_emulator
-def test_cupy_backend_launch_path_on_a_stand_in(monkeypatch):
-    calls = []
-    monkeypatch.setattr(cupy_backend, "_cupy", lambda: make_fake_cupy(calls))
-    cupy_backend._module.cache_clear()
-    try:
-        be = cupy_backend.CupyBackend()
-        assert be.unavailable_reason() is None
-        rng = np.random.default_rng(4)
-        x = rng.integers(-3, 4, (2, 5, 6, 8)).astype(np.float32)
-        w = rng.integers(-3, 4, (3, 3, 8, 16)).astype(np.float32)
-        p = problem(x.shape, w.shape, dtype=np.float32)
-        for algorithm in ("direct", "gemm"):
-            np.testing.assert_array_equal(be.run(p, x, w, algorithm), gpuconv.conv2d_reference(x, w, p))
-        be.run(p, x, w, "gemm")
-        # bfloat16: CuPy has no such arrays, so the data lives on the device as uint16, bit for bit
-        pb = problem(x.shape, w.shape, dtype=gpuconv.dtypes.bfloat16)
-        yb = be.run(pb, x.astype(pb.dtype), w.astype(pb.dtype), "gemm")
-        assert yb.dtype == pb.dtype
-        np.testing.assert_array_equal(yb.astype(np.float64), gpuconv.conv2d_reference(x, w, p).astype(pb.dtype))
-    finally:
-        cupy_backend._module.cache_clear()
-    modules = [c for c in calls if c[0] == "RawModule"]
-    assert len(modules) == 3, "one module per kernel file (direct, im2col, gemm), compiled once each"
-    assert any(c[0] == "launch" and c[1] == "conv_gemm_bf16_i32" for c in calls)
-    assert all("-std=c++17" in opts and any(o.startswith("-I") for o in opts) for _, opts in modules)
-    assert any(c[0] == "launch" and c[1] == "conv_direct_f32_i32" and c[3] == (256, 1, 1) for c in calls)
-
+# ---------------------------------------------------------------- the cupy backend on this host
 
 def test_cupy_backend_reports_why_it_is_unusable_here():
     why = available_backends()["cupy"]

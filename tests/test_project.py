@@ -47,6 +47,7 @@ def test_missing_cuda_headers_say_how_to_install_them(monkeypatch):
     monkeypatch.setattr(pathfinder, "find_nvidia_header_directory", not_found)
     monkeypatch.delenv("CUDA_HOME", raising=False)
     monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr(sources, "CUDA_ROOT", "/nonexistent/cuda")   # a toolkit may be installed here
     sources.cuda_include_dirs.cache_clear()
     try:
         with pytest.raises(sources.CudaHeadersNotFound, match=r"pip install \"gpuconv\[cuda13\]\""):

@@ -1,4 +1,4 @@
-// cuda_host.h — run CUDA C kernels on the CPU (gpuconv's "emulator" backend).
+// cuda_host.h - run CUDA C kernels on the CPU (gpuconv's "emulator" backend).
 //
 // Force-included (g++ -include) before a kernel file. CUDA's own cuda_fp16.h / cuda_bf16.h compile
 // under g++ and define __global__, __device__, __shared__ (as nothing) and dim3; this header adds what

@@ -5,6 +5,7 @@ Written once for both CUDA backends: `self.backend.xp` allocates (NumPy or CuPy)
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -13,7 +14,7 @@ from ... import config
 from ...dtypes import accumulator
 from ...problem import ConvProblem
 from ..base import Algorithm
-from .launch import Launch, entry_name, index_bits
+from .launch import INDEX32_LIMIT, Launch, entry_name, grid_stride_end, index_bits
 from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, layout_strides, make_struct
 from .sources import default_macros
 
@@ -30,6 +31,11 @@ def auto_order(p: ConvProblem) -> list[str]:
     small = p.R < 64 or p.KG < 16
     order = ["direct", "gemm"] if small else ["gemm", "direct"]
     return (["gemm1x1"] if p.is_pointwise else []) + (["depthwise"] if p.CG == 1 else []) + order
+
+
+def problem_sizes(p: ConvProblem) -> tuple[int, int, int]:
+    """Elements of the input, filters and output: the arrays every kernel indexes."""
+    return math.prod(p.input_shape), math.prod(p.filter_shape), math.prod(p.output_shape)
 
 
 def grid_stride_blocks(total: int, threads: int) -> int:
@@ -151,6 +157,14 @@ class GemmLaunches(CudaAlgorithm):
         gy = -(-p.KG // self.BN)
         if p.G > 65535 or gy > 65535 or -(-M // self.BM) > 2 ** 31 - 1:
             return f"grid ({-(-M // self.BM)}, {gy}, {p.G}) exceeds CUDA's limits (2^31-1, 65535, 65535)"
+        # gemm.cu's row, column and reduction indices are int in both index variants: the last tile's
+        # row (m_tile + ml, up to M rounded up to whole tiles), the output row c_m0 + m (< N*OH*OW)
+        # and the reduction step r0 + GEMM_BK must all fit.
+        ints = {"rows of whole tiles": -(-M // self.BM) * self.BM, "N*OH*OW": p.M,
+                "columns of whole tiles": gy * self.BN, "R + GEMM_BK": p.R + self.macro("gemm", "GEMM_BK")}
+        for what, v in ints.items():
+            if v > INDEX32_LIMIT:
+                return f"{what} = {v} overflows gemm.cu's 32-bit int indices (at most {INDEX32_LIMIT})"
         return None
 
 
@@ -161,8 +175,6 @@ class PointwiseGemm(GemmLaunches):
     def why_not(self, p: ConvProblem) -> Optional[str]:
         if not p.is_pointwise:
             return "needs a 1x1 filter with stride 1 and no padding"
-        if p.M > 2 ** 31 - 1:
-            return f"M = N*OH*OW = {p.M} rows exceed 2^31-1"
         return self.grid_reason(p, p.M)
 
     def run(self, p, x, w, out):
@@ -186,19 +198,24 @@ class Im2colGemm(GemmLaunches):
                     f"{config.settings.cuda_workspace_bytes} bytes (gpuconv.set_workspace(cuda_bytes=...))")
         return self.grid_reason(p, self.rows_per_chunk(p))
 
-    def run(self, p, x, w, out):
+    def plan(self, p: ConvProblem) -> tuple[int, int, int, int]:
+        """Rows per chunk, im2col blocks and threads, and the index width for every launch."""
         mc = self.rows_per_chunk(p)
+        total = p.G * mc * p.R  # the workspace, which the largest chunk fills
+        threads = self.macro("im2col", "IM2COL_THREADS")
+        blocks = grid_stride_blocks(total, threads)
+        return mc, blocks, threads, self.bits(*problem_sizes(p), total, grid_stride_end(total, blocks, threads))
+
+    def run(self, p, x, w, out):
+        mc, blocks, threads, bits = self.plan(p)
         col = self.backend.xp.empty(p.G * mc * p.R, self.backend.storage_dtype(p.dtype))
-        bits = self.bits(x.size, w.size, out.size, col.size)
         conv = conv_problem_struct(p)
-        total = p.G * mc * p.R
         im2col = entry_name("conv_im2col", p.dtype, bits)
         for m0 in range(0, p.M, mc):
             rows = min(mc, p.M - m0)
             a = col[:p.G * rows * p.R]
-            threads = self.macro("im2col", "IM2COL_THREADS")
             self.backend.launch(Launch(
-                file="im2col", kernel=im2col, grid=(grid_stride_blocks(total, threads), 1, 1),
+                file="im2col", kernel=im2col, grid=(blocks, 1, 1),
                 block=(threads, 1, 1), shared_mem=0, args=(conv, x, a, np.int32(m0), np.int32(rows)),
                 defines=self.defines))
             a_strides = dict(a_mi=rows, a_s_img=0, a_s_m=p.R, a_s_r=1, a_s_g=rows * p.R)
@@ -213,11 +230,18 @@ class Depthwise(CudaAlgorithm):
     def why_not(self, p: ConvProblem) -> Optional[str]:
         return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
 
-    def run(self, p, x, w, out):
+    def plan(self, p: ConvProblem) -> tuple[int, int, int]:
+        """Blocks, threads and index width: the grid-stride loop's last index must fit as well."""
         threads = self.macro("depthwise", "DEPTHWISE_THREADS")
+        total = p.M * p.K
+        blocks = grid_stride_blocks(total, threads)
+        return blocks, threads, self.bits(*problem_sizes(p), grid_stride_end(total, blocks, threads))
+
+    def run(self, p, x, w, out):
+        blocks, threads, bits = self.plan(p)
         self.backend.launch(Launch(
-            file=self.file, kernel=entry_name("conv_depthwise", p.dtype, self.bits(x.size, w.size, out.size)),
-            grid=(grid_stride_blocks(out.size, threads), 1, 1), block=(threads, 1, 1), shared_mem=0,
+            file=self.file, kernel=entry_name("conv_depthwise", p.dtype, bits),
+            grid=(blocks, 1, 1), block=(threads, 1, 1), shared_mem=0,
             args=(conv_problem_struct(p), x, w, out), defines=self.defines))
 
 

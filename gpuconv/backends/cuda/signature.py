@@ -13,7 +13,8 @@ import re
 
 import numpy as np
 
-from ...dtypes import bfloat16
+from ...dtypes import accumulator, bfloat16
+from .cexpr import evaluate, macro_table
 from .params import STRUCTS
 from .sources import load_source
 
@@ -77,6 +78,48 @@ def parse_entries(source: str) -> dict[str, Entry]:
 @functools.lru_cache(maxsize=None)
 def entries_of(file: str) -> dict[str, Entry]:
     return parse_entries(load_source(file))
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """What a kernel file's entry point needs from a block, as compiled with `defines`."""
+    max_threads: int | None   # __launch_bounds__' first argument, None without one
+    static_shared: int        # bytes of static __shared__ arrays
+
+
+# A static shared array: `__shared__ Type name[d0][d1]...;` (extern ones are dynamic and sized at launch).
+_SHARED = re.compile(r"(extern\s+)?__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s+)?([A-Za-z_][\w:]*)\s+\w+\s*"
+                     r"((?:\[[^\]]*\]\s*)+);")
+_ACC_ALIAS = re.compile(r"using\s+(\w+)\s*=\s*typename\s+Acc<T>::type\s*;")
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_limits(file: str, kernel: str, defines: tuple[tuple[str, int], ...] = ()) -> Compiled:
+    """Block size bound and static shared memory of one entry point, from its source.
+
+    Parsed rather than measured, so both backends check a launch before anything is compiled: the
+    driver tells a function's static size only once its module is loaded (CuPy's
+    RawKernel.shared_size_bytes), and the emulator links every entry's static arrays into one
+    section, so it cannot tell one kernel's. Each kernel file has a single kernel body template
+    whose instantiations are its entries, so the body's __shared__ arrays, with T the entry's
+    element type, are every entry's. A test compares the result with ptxas's report."""
+    source = load_source(file)
+    entry = entries_of(file)[kernel]
+    macros = macro_table(source, defines)
+    bound = evaluate(entry.launch_bounds.split(",")[0], macros) if entry.launch_bounds else None
+    elem = next(p.dtype for p in entry.params if p.pointer)
+    types = {**C_TYPES, "T": elem, **{alias: accumulator(elem) for alias in _ACC_ALIAS.findall(source)}}
+    static = 0
+    for extern, ctype, dims in _SHARED.findall(source):
+        if extern:
+            continue
+        if ctype not in types:
+            raise ValueError(f"{file}.cu: __shared__ array of type {ctype!r}, unknown to gpuconv")
+        count = 1
+        for d in re.findall(r"\[([^\]]*)\]", dims):
+            count *= evaluate(d, macros)
+        static += count * np.dtype(types[ctype]).itemsize
+    return Compiled(bound, static)
 
 
 def _is_array(a) -> bool:
