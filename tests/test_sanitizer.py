@@ -113,3 +113,13 @@ def test_bank_conflicts(module, kernel, column_wavefronts):
     c = run(module, kernel, tools=(), counters=True)
     # 32 row stores of one wavefront each, then the column read
     assert (c.shared_requests, c.shared_wavefronts) == (33, 32 + column_wavefronts)
+
+
+def test_sanitize_command_checks_shipped_kernels(capsys):
+    """`gpuconv sanitize` on one depthwise layer: every algorithm that applies, clean, with counters."""
+    from gpuconv.cli import main
+    assert main(["sanitize", "--layers", "mobilenet_dw_3x3", "--counters"]) == 0
+    out = capsys.readouterr().out
+    assert "0 report(s)" in out and "conv_depthwise_f32_i32" in out
+    with pytest.raises(ValueError, match=r"--tool='memcheck,nope' is not allowed"):
+        main(["sanitize", "--tool", "memcheck,nope"])

@@ -207,9 +207,8 @@ class EmulatorBackend(CudaBackend):
         seed = self.seed if self.seed is not None else shuffle_seed()
         from . import sanitizer  # GPUCONV_EMULATOR_SANITIZE: the instrumented build variant
         tools = sanitizer.tools_from_env()
-        if tools:
-            sanitizer.load_sanitized(launch.file, launch.defines).run(launch, tools, self.xp, seed=seed or 0,
-                                                                      shuffle=seed is not None)
+        if tools or sanitizer.collected is not None:
+            sanitizer.sanitized_launch(launch, tools, self.xp, seed or 0, seed is not None)
         else:
             load_module(launch.file, launch.defines).launch(launch, seed=seed or 0, shuffle=seed is not None)
         self.xp.check(launch)

@@ -201,3 +201,16 @@ class SanitizedModule(EmulatedModule):
 @functools.lru_cache(maxsize=None)
 def load_sanitized(file: str, defines: tuple[tuple[str, int], ...] = ()) -> SanitizedModule:
     return SanitizedModule(file, load_source(file), defines)
+
+
+# `gpuconv sanitize --counters` collects each launch's counters here (None: not collecting).
+collected: Optional[list] = None
+
+
+def sanitized_launch(launch: Launch, tools, xp, seed: int, shuffle: bool) -> None:
+    """The emulator backend's launch under GPUCONV_EMULATOR_SANITIZE (or `gpuconv sanitize`)."""
+    counters = collected is not None
+    c = load_sanitized(launch.file, launch.defines).run(launch, tools, xp, counters=counters, seed=seed,
+                                                        shuffle=shuffle)
+    if counters:
+        collected.append(c)
