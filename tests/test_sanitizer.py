@@ -54,6 +54,7 @@ DEFECTS = [
                           r"\(\d+,0,0\)"),
     ("uninit_shared", r"initcheck: read of uninitialised shared array 's' byte offset 64 \(access of 4 bytes\): "
                       r"no thread of the block wrote it by block \(0,0,0\) thread \(16,0,0\)"),
+    ("uninit_shared_template", r"initcheck: read of uninitialised shared array 's' byte offset 124 .* thread \(0,0,0\)"),
     ("divergent_barrier", r"synccheck: threads of block \(0,0,0\) wait at different __syncthreads\(\)"),
 ]
 

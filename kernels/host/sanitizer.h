@@ -20,7 +20,10 @@
 namespace gpuconv_san {
 
 enum Tool : unsigned { MEMCHECK = 1, RACECHECK = 2, INITCHECK = 4, SYNCCHECK = 8, COUNTERS = 16 };
-enum Kind : int { GLOBAL_IN = 0, GLOBAL_OUT = 1, SHARED_STATIC = 2, IGNORED = 3 };
+// SHARED_OUTSIDE: a __shared__ array in a function template. g++ ignores the section attribute of a
+// template's static locals (they go to .bss as COMDAT objects), so Python finds them in the symbol
+// table (a static local of a kernel function can only be __shared__) and passes their address.
+enum Kind : int { GLOBAL_IN = 0, GLOBAL_OUT = 1, SHARED_STATIC = 2, IGNORED = 3, SHARED_OUTSIDE = 4 };
 
 #ifdef GPUCONV_SANITIZE
 // Dynamic shared memory gets this many guard bytes on each side, so an overrun lands somewhere known.
@@ -70,6 +73,7 @@ struct State {
     uintptr_t static_lo = 0, static_hi = 0;           // the gpuconv_shared section
     uintptr_t dyn_lo = 0, dyn_size = 0;               // dynamic shared memory, without its redzones
     std::vector<SharedShadow> static_shadow, dyn_shadow;
+    std::vector<std::vector<SharedShadow>> outside_shadow;  // per region (SHARED_OUTSIDE)
     uint32_t phase = 1, block_first_phase = 1;
     std::vector<const void*> barrier_site;            // per thread: the __syncthreads() it waits at
     // COUNTERS: per access instruction (its return address) and warp, each lane's execution count,
@@ -163,11 +167,13 @@ GPUCONV_SAN_FN void block_end() {
     for (auto& kv : s.requests) {
         const auto& q = kv.second;
         if (q.global) {
-            std::vector<uintptr_t> sectors;
+            std::vector<uintptr_t> sectors, bytes;  // bytes: lanes reading one address ask for it once
             for (auto& l : q.lanes) {
                 for (uintptr_t sec = l.first >> 5; sec <= (l.first + l.second - 1) >> 5; ++sec) sectors.push_back(sec);
-                s.counters.global_bytes += l.second;
+                for (uintptr_t b = l.first; b < l.first + l.second; ++b) bytes.push_back(b);
             }
+            std::sort(bytes.begin(), bytes.end());
+            s.counters.global_bytes += size_t(std::unique(bytes.begin(), bytes.end()) - bytes.begin());
             std::sort(sectors.begin(), sectors.end());
             s.counters.global_sectors += size_t(std::unique(sectors.begin(), sectors.end()) - sectors.begin());
             ++s.counters.global_requests;
@@ -266,11 +272,21 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
     // shared memory: the static section and the dynamic buffer
     const bool in_static = a >= s.static_lo && a < s.static_hi;
     const bool near_dyn = a + kRedzone >= s.dyn_lo && a < s.dyn_lo + s.dyn_size + kRedzone;
-    if (in_static || near_dyn) {
+    const Region* outside = nullptr;  // a __shared__ array g++ left out of the section (see SHARED_OUTSIDE)
+    if (!in_static && !near_dyn)
+        for (const Region& g : s.regions)
+            if (g.kind == SHARED_OUTSIDE && a >= g.base && a < g.base + g.size) outside = &g;
+    if (in_static || near_dyn || outside) {
         std::string space;
         SharedShadow* shadow = nullptr;
         uintptr_t off = 0;
-        if (in_static) {
+        if (outside) {
+            off = a - outside->base;
+            space = std::string("shared array '") + outside->name + "'";
+            if ((s.tools & MEMCHECK) && off + size > outside->size)
+                fail("memcheck", std::string("out-of-bounds ") + (write ? "write" : "read") + " past the end of " + space);
+            shadow = s.outside_shadow[size_t(outside - s.regions.data())].data() + off;
+        } else if (in_static) {
             off = a - s.static_lo;
             const Region *owner = nullptr, *before = nullptr;  // before: the array ending closest below
             for (const Region& g : s.regions) {
@@ -411,6 +427,9 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, co
     s.last_writer.assign(size_t(n), {});
     for (int i = 0; i < n; ++i)
         if (regions[i].kind == GLOBAL_OUT && (tools & RACECHECK)) s.last_writer[size_t(i)].assign(regions[i].size, 0);
+    s.outside_shadow.assign(size_t(n), {});
+    for (int i = 0; i < n; ++i)
+        if (regions[i].kind == SHARED_OUTSIDE) s.outside_shadow[size_t(i)].assign(regions[i].size, SharedShadow{0, 0, 0, 0});
     s.static_lo = uintptr_t(__start_gpuconv_shared);
     s.static_hi = uintptr_t(__stop_gpuconv_shared);
     s.static_shadow.assign(s.static_hi - s.static_lo, SharedShadow{0, 0, 0, 0});

@@ -120,3 +120,13 @@ extern "C" __global__ void bank_conflict_ok(const float* x, float* y) {
     __syncthreads();
     y[threadIdx.x] = s[threadIdx.x][0];
 }
+
+// initcheck in a function template (g++ places a template's __shared__ arrays outside the section)
+template <typename T> __device__ void stage_half(const T* x, T* y, bool all) {
+    __shared__ T s[32];
+    if (all || threadIdx.x < 16) s[threadIdx.x] = x[threadIdx.x];
+    __syncthreads();
+    y[threadIdx.x] = s[31 - threadIdx.x];
+}
+extern "C" __global__ void uninit_shared_template(const float* x, float* y) { stage_half<float>(x, y, false); }
+extern "C" __global__ void uninit_shared_template_ok(const float* x, float* y) { stage_half<float>(x, y, true); }

@@ -35,7 +35,7 @@ from .sources import load_source
 TOOLS = {"memcheck": 1, "racecheck": 2, "initcheck": 4, "synccheck": 8}
 COUNTERS = 16
 ALL_CHECKS = tuple(TOOLS)
-GLOBAL_IN, GLOBAL_OUT, SHARED_STATIC, IGNORED = 0, 1, 2, 3
+GLOBAL_IN, GLOBAL_OUT, SHARED_STATIC, IGNORED, SHARED_OUTSIDE = 0, 1, 2, 3, 4
 # Guard assumed around a pointer argument the emulator did not allocate itself (an input): an access
 # this close past either end is out of bounds of that argument.
 INPUT_REDZONE = 256
@@ -111,8 +111,10 @@ def written_shadow(root: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def static_shared_arrays(lib_path: str) -> tuple[tuple[int, int, str], ...]:
-    """(offset in the gpuconv_shared section, size, name) of every static __shared__ array of a built
-    library, from its symbol table (objdump, which comes with g++'s binutils). () when unknown."""
+    """(offset from the gpuconv_shared section's start, size, name) of every static __shared__ array of
+    a built library, from its symbol table (objdump, which comes with g++'s binutils). () when unknown.
+    Arrays of function templates, which g++ places in .bss instead (sanitizer.h, SHARED_OUTSIDE), come
+    with a negative or out-of-section offset and their name prefixed by '+'."""
     objdump = shutil.which("objdump")
     if objdump is None:
         return ()
@@ -127,6 +129,9 @@ def static_shared_arrays(lib_path: str) -> tuple[tuple[int, int, str], ...]:
     start = int(m.group(1), 16)
     out = []
     for line in symbols.splitlines():
+        t = re.match(r"^([0-9a-f]+)\s.*\s\.bss\s+([0-9a-f]+)\s+(.*\)::\w+)$", line)
+        if t and not t.group(3).strip().startswith("gpuconv_") and int(t.group(2), 16) > 0:
+            out.append((int(t.group(1), 16) - start, int(t.group(2), 16), "+" + t.group(3).rsplit("::", 1)[-1]))
         s = re.match(r"^([0-9a-f]+)\s.*\sgpuconv_shared\s+([0-9a-f]+)\s+(.*)$", line)
         if s and int(s.group(2), 16) > 0 and "gpuconv_shared_redzone" not in s.group(3):
             name = s.group(3).strip()
@@ -151,6 +156,7 @@ class SanitizedModule(EmulatedModule):
         self.lib.gpuconv_san_begin.restype = None
         self.lib.gpuconv_san_counters.argtypes = [ctypes.POINTER(ctypes.c_ulonglong)]
         self.lib.gpuconv_san_counters.restype = None
+        self.lib.gpuconv_san_static_shared.restype = ctypes.c_size_t
         self.shared_arrays = static_shared_arrays(str(self.path))
         self.mask = 0
         self.xp = None
@@ -191,8 +197,12 @@ class SanitizedModule(EmulatedModule):
                 regions.append((h.ctypes.data, h.nbytes, 0, 0, None, IGNORED, name))
         regions.append((ctypes.addressof(ptrs), ctypes.sizeof(ptrs), 0, 0, None, IGNORED, "launch arguments"))
         shared = self.shared_arrays or ((0, 1 << 40, "static shared memory"),)
+        section = self.lib.gpuconv_san_static_shared()
         for off, size, name in shared:
-            regions.append((off, size, 0, 0, None, SHARED_STATIC, name))
+            if name.startswith("+"):
+                regions.append((section + off, size, 0, 0, None, SHARED_OUTSIDE, name[1:]))
+            else:
+                regions.append((off, size, 0, 0, None, SHARED_STATIC, name))
         arr = (Region * len(regions))(*[Region(*r[:6], r[6].encode()) for r in regions])
         self._keep = (arr, keep)  # alive until the next launch: the C side holds pointers into them
         self.lib.gpuconv_san_begin(self.mask, arr, len(regions))
