@@ -62,7 +62,6 @@ constexpr uint32_t kManyReaders = 0xFFFFFFFFu;
 struct Counters {
     uint64_t global_requests = 0, global_sectors = 0, global_bytes = 0;  // bytes: requested by lanes
     uint64_t shared_requests = 0, shared_wavefronts = 0;
-    uint64_t fma = 0;
 };
 
 struct State {
@@ -442,7 +441,7 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, co
 __attribute__((no_sanitize("thread"))) void gpuconv_san_counters(unsigned long long* out) {
     const auto& c = gpuconv_san::st().counters;
     const unsigned long long v[] = {c.global_requests, c.global_sectors, c.global_bytes, c.shared_requests,
-                                    c.shared_wavefronts, c.fma};
+                                    c.shared_wavefronts};
     std::memcpy(out, v, sizeof v);
 }
 

@@ -171,9 +171,9 @@ class SanitizedModule(EmulatedModule):
             self._launch(launch, seed, shuffle)
             if not counters:
                 return None
-            raw = (ctypes.c_ulonglong * 6)()
+            raw = (ctypes.c_ulonglong * 5)()
             self.lib.gpuconv_san_counters(raw)
-            return Counters(launch.kernel, *[int(v) for v in raw[:5]])
+            return Counters(launch.kernel, *[int(v) for v in raw])
 
     def _before_launch(self, launch: Launch, holders: list, ptrs) -> None:
         regions, keep = [], []
