@@ -84,9 +84,19 @@ inline uint3 blockIdx;
 inline dim3 blockDim;
 inline dim3 gridDim;
 
-#define GPUCONV_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(gpuconv_emu::rt().dynamic_shared.data())
+// ---- sanitizer hooks (empty unless GPUCONV_SANITIZE) ----
+#include "sanitizer.h"
 
+#define GPUCONV_DYNAMIC_SHARED(T, name) \
+    T* name = reinterpret_cast<T*>(gpuconv_emu::rt().dynamic_shared.data() + gpuconv_san::kRedzone)
+
+#ifdef GPUCONV_SANITIZE
+// Out of line, so that its return address names the barrier for synccheck.
+__attribute__((noinline, no_sanitize("thread"))) void __syncthreads() {
+    gpuconv_san::at_barrier(__builtin_return_address(0));
+#else
 inline void __syncthreads() {
+#endif
     auto& r = gpuconv_emu::rt();
     gpuconv_emu::Fiber* self = r.current;
     self->state = gpuconv_emu::State::AtBarrier;
@@ -96,10 +106,13 @@ inline void __syncthreads() {
 
 template <typename T>
 inline T __ldg(const T* p) { return *p; }
+// Atomics: not instrumented (no race between atomics), checked for bounds and alignment instead.
 template <typename T>
-inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
+__attribute__((no_sanitize("thread"))) inline T atomicAdd(T* p, T v) {
+    gpuconv_san::atomic_access(p, sizeof(T)); T old = *p; *p = old + v; return old; }
 template <typename T>
-inline T atomicMax(T* p, T v) { T old = *p; *p = std::max(old, v); return old; }
+__attribute__((no_sanitize("thread"))) inline T atomicMax(T* p, T v) {
+    gpuconv_san::atomic_access(p, sizeof(T)); T old = *p; *p = std::max(old, v); return old; }
 using std::max;
 using std::min;
 
@@ -142,6 +155,8 @@ inline bool run_block(uint64_t& rng, bool shuffle) {
                     unsigned(p >> 32));
         order[t] = t;
     }
+    gpuconv_san::block_begin();
+    char msg_buffer[320];
     for (;;) {
         if (shuffle)
             for (unsigned i = nthreads; i > 1; --i) std::swap(order[i - 1], order[splitmix64(rng) % i]);
@@ -149,20 +164,30 @@ inline bool run_block(uint64_t& rng, bool shuffle) {
             Fiber& f = r.fibers[t];
             r.current = &f;
             threadIdx = f.tid;
+            gpuconv_san::enter(t);
             swapcontext(&r.scheduler, &f.ctx);
+            gpuconv_san::leave();
+            if (!r.error.empty()) return false;  // a sanitizer report ended the launch
         }
         unsigned waiting = 0, done = 0;
         for (unsigned t = 0; t < nthreads; ++t) {
             waiting += r.fibers[t].state == State::AtBarrier;
             done += r.fibers[t].state == State::Done;
         }
-        if (done == nthreads) return true;
+        if (done == nthreads) {
+            gpuconv_san::block_end();
+            return true;
+        }
         if (waiting != nthreads) {
             char msg[256];
             std::snprintf(msg, sizeof msg,
                           "__syncthreads() reached by %u of %u threads of block (%u,%u,%u); %u had exited",
                           waiting, nthreads, blockIdx.x, blockIdx.y, blockIdx.z, done);
             r.error = msg;
+            return false;
+        }
+        if (!gpuconv_san::barrier_release(msg_buffer, sizeof msg_buffer)) {
+            r.error = msg_buffer;
             return false;
         }
         for (unsigned t = 0; t < nthreads; ++t) r.fibers[t].state = State::Runnable;
@@ -188,7 +213,8 @@ inline int launch(const unsigned* grid, const unsigned* block, size_t shared_byt
         r.fibers.resize(nthreads);
         r.stacks.resize(nthreads * r.stack_bytes);
     }
-    r.dynamic_shared.resize(shared_bytes);
+    r.dynamic_shared.resize(shared_bytes + 2 * gpuconv_san::kRedzone);
+    gpuconv_san::shared_layout(r.dynamic_shared.data() + gpuconv_san::kRedzone, shared_bytes);
     r.body = body;
     r.body_arg = arg;
     r.error.clear();

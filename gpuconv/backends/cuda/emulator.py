@@ -61,23 +61,28 @@ def wrapper_source(entries: dict[str, Entry]) -> str:
 class EmulatedModule:
     """A kernel source compiled for the CPU; `launch` runs one Launch of one of its entry points."""
 
+    # A build variant (sanitizer.py) adds compile flags, link flags and a library name suffix.
+    variant_flags: tuple[str, ...] = ()
+    link_flags: tuple[str, ...] = ()
+    variant = ""
+
     def __init__(self, file: str, source: str, defines: tuple[tuple[str, int], ...] = ()):
         self.file = file
         cxx, why_not = find_compiler()
         if cxx is None:
             raise RuntimeError(f"the emulator backend needs a C++ compiler: {why_not}")
         self.entries = parse_entries(source)
-        runtime = (kernel_dir() / "host" / "cuda_host.h").read_text()
+        runtime = "".join((kernel_dir() / "host" / h).read_text() for h in ("cuda_host.h", "sanitizer.h"))
         includes = cuda_include_dirs()
-        flags = list(CXX_FLAGS) + [f"-D{k}={v}" for k, v in defines]
-        key = source_hash(source, runtime, " ".join(flags), cxx, *includes)
-        lib = cache_dir() / f"{file}-{key}.so"
-        if not is_intact(lib):  # missing, or damaged since it was built: loading it could SIGBUS
-            build_library([cxx, *flags, "-include", str(kernel_dir() / "host" / "cuda_host.h"),
+        flags = list(CXX_FLAGS) + list(self.variant_flags) + [f"-D{k}={v}" for k, v in defines]
+        key = source_hash(source, runtime, " ".join(flags + list(self.link_flags)), cxx, *includes)
+        self.path = cache_dir() / f"{file}{self.variant}-{key}.so"
+        if not is_intact(self.path):  # missing, or damaged since it was built: loading it could SIGBUS
+            build_library([cxx, *flags, *self.link_flags, "-include", str(kernel_dir() / "host" / "cuda_host.h"),
                            *[f"-I{d}" for d in includes]], f"{file}.cpp",
                           source + "\n\n// ---- emulator launchers ----\n" + wrapper_source(self.entries),
-                          lib, f"{file}.cu")
-        self.lib = ctypes.CDLL(str(lib))
+                          self.path, f"{file}.cu")
+        self.lib = ctypes.CDLL(str(self.path))
 
     def launch(self, launch: Launch, seed: int = 0, shuffle: bool = False) -> None:
         with _LAUNCH_LOCK:  # the runtime's fibers and built-in variables are process-global state
@@ -95,7 +100,8 @@ class EmulatedModule:
             ctypes.addressof(h) if isinstance(h, ctypes.c_void_p) else h.ctypes.data for h in holders])
         grid = (ctypes.c_uint * 3)(*launch.grid)
         block = (ctypes.c_uint * 3)(*launch.block)
-        err = ctypes.create_string_buffer(512)
+        err = ctypes.create_string_buffer(1024)
+        self._before_launch(launch, holders, ptrs)
         rng = ctypes.c_ulonglong(seed)
         next_block = ctypes.c_ulonglong(0)
         blocks = math.prod(launch.grid)
@@ -104,6 +110,9 @@ class EmulatedModule:
                     ctypes.byref(next_block), ctypes.c_double(SLICE_SECONDS), ptrs, err, ctypes.c_size_t(len(err)))
             if rc != 0:
                 raise RuntimeError(f"kernel {launch.kernel} failed in the emulator: {err.value.decode()}")
+
+    def _before_launch(self, launch: Launch, holders: list, ptrs) -> None:
+        """Called with the argument holders just before the launch runs (the sanitizer's hook)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -196,5 +205,10 @@ class EmulatorBackend(CudaBackend):
     def launch(self, launch: Launch) -> None:
         launch.check()
         seed = self.seed if self.seed is not None else shuffle_seed()
-        load_module(launch.file, launch.defines).launch(launch, seed=seed or 0, shuffle=seed is not None)
+        from . import sanitizer  # GPUCONV_EMULATOR_SANITIZE: the instrumented build variant
+        tools = sanitizer.tools_from_env()
+        if tools or sanitizer.collected is not None:
+            sanitizer.sanitized_launch(launch, tools, self.xp, seed or 0, seed is not None)
+        else:
+            load_module(launch.file, launch.defines).launch(launch, seed=seed or 0, shuffle=seed is not None)
         self.xp.check(launch)

@@ -1,0 +1,118 @@
+"""`gpuconv sanitize`: every CUDA kernel on the emulator under the sanitizer's checks, over the bench
+suite's layers at reduced sizes, every algorithm x dtype x index width; with --counters, the warp-level
+memory counters per kernel. Exit status 1 on any report."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tool", default="all",
+                        help="comma-separated checks: memcheck,racecheck,initcheck,synccheck (default: all)")
+    parser.add_argument("--layers", default="", help="comma-separated layer names of bench/layers.py (default: all)")
+    parser.add_argument("--counters", action="store_true",
+                        help="also print sectors per request, bank-conflict wavefronts and FMAs per global byte")
+
+
+def reduced(layer):
+    """The layer at a size the emulator checks in seconds: one image, small spatial size and channels,
+    the same kernel shape, stride, dilation, padding and kind of grouping."""
+    h = min(layer.H, 6 + (layer.KH - 1) * layer.dilation + layer.stride)
+    w = min(layer.W, 6 + (layer.KW - 1) * layer.dilation + layer.stride)
+    if layer.groups == layer.C and layer.groups > 1:       # depthwise, channel multiplier kept
+        c = g = min(layer.C, 8)
+        k = c * (layer.K // layer.C)
+    elif layer.groups > 1:
+        g = min(layer.groups, 4)
+        c, k = g * min(layer.C // layer.groups, 4), g * min(layer.K // layer.groups, 4)
+    else:
+        g, c, k = 1, min(layer.C, 12), min(layer.K, 20)
+    return dataclasses.replace(layer, N=1, H=h, W=w, C=c, K=k, groups=g)
+
+
+def run(args) -> int:
+    import gpuconv
+    from gpuconv import config
+    from gpuconv.backends import available_backends
+    from gpuconv.backends.cuda import sanitizer
+    from gpuconv.dtypes import bfloat16
+    import sys
+    from pathlib import Path
+    root = Path(gpuconv.__file__).resolve().parents[1]  # a source checkout: bench/ beside gpuconv/
+    if (root / "bench" / "layers.py").is_file() and str(root) not in sys.path:
+        sys.path.append(str(root))
+    try:
+        from bench.layers import LAYERS
+    except ImportError as e:
+        print(f"gpuconv sanitize needs the bench suite (bench/layers.py, in a source checkout): {e}")
+        return 2
+    tools = sanitizer.parse_tools(args.tool, "--tool")
+    reason = available_backends()["emulator"]
+    if reason is not None:
+        print(f"the emulator backend is unusable: {reason}")
+        return 2
+    wanted = [n.strip() for n in args.layers.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - {l.name for l in LAYERS})
+    if unknown:
+        raise ValueError(f"--layers={args.layers!r} is not allowed: unknown {unknown}; expected names from "
+                         f"{[l.name for l in LAYERS]}")
+    layers = [reduced(l) for l in LAYERS if not wanted or l.name in wanted]
+    rng = np.random.default_rng(0)
+    failures, runs = [], 0
+    per_kernel: dict[str, list] = {}
+    os.environ["GPUCONV_EMULATOR_SANITIZE"] = ",".join(tools)
+    saved = config.settings.cuda_force_index64
+    try:
+        for layer in layers:
+            x64 = rng.standard_normal(layer.input_shape)
+            f64 = rng.standard_normal(layer.filter_shape)
+            for algorithm in gpuconv.algorithms("emulator"):
+                for dtype in (np.float32, np.float64, np.float16, bfloat16):
+                    for index64 in (False, True):
+                        config.settings.cuda_force_index64 = index64
+                        sanitizer.collected = [] if args.counters else None
+                        what = f"{layer.name} {algorithm} {np.dtype(dtype).name} i{64 if index64 else 32}"
+                        try:
+                            gpuconv.conv2d(x64.astype(dtype), f64.astype(dtype), layer.stride, layer.padding,
+                                           dilations=layer.dilation, backend="emulator", algorithm=algorithm)
+                        except ValueError as e:  # the algorithm does not apply to this layer
+                            if "cannot run this problem" in str(e):
+                                continue
+                            failures.append(f"{what}: {e}")
+                        except RuntimeError as e:
+                            failures.append(f"{what}: {e}")
+                        runs += 1
+                        for c in sanitizer.collected or ():
+                            per_kernel.setdefault(c.kernel, []).append(c)
+    finally:
+        config.settings.cuda_force_index64 = saved
+        sanitizer.collected = None
+        os.environ.pop("GPUCONV_EMULATOR_SANITIZE", None)
+    if args.counters:
+        print_counters(per_kernel)
+    for f in failures:
+        print(f"REPORT {f}")
+    print(f"{runs} convolutions under {','.join(tools)}: {len(failures)} report(s)")
+    return 1 if failures else 0
+
+
+def print_counters(per_kernel: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="memory counters per kernel (emulator, summed over the checked layers)")
+    table.add_column("kernel", no_wrap=True)
+    for col in ("global sectors/req", "global efficiency", "shared wavefronts/req"):
+        table.add_column(col, justify="right")
+    for name, cs in sorted(per_kernel.items()):
+        req = sum(c.global_requests for c in cs)
+        sec = sum(c.global_sectors for c in cs)
+        byt = sum(c.global_bytes for c in cs)
+        sreq = sum(c.shared_requests for c in cs)
+        wav = sum(c.shared_wavefronts for c in cs)
+        table.add_row(name, f"{sec / req:.2f}" if req else "-", f"{byt / (32 * sec):.0%}" if sec else "-",
+                      f"{wav / sreq:.2f}" if sreq else "-")
+    Console().print(table)

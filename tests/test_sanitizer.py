@@ -1,0 +1,126 @@
+"""The emulator's sanitizer (gpuconv/backends/cuda/sanitizer.py) on deliberately broken kernels
+(tests/sanitizer_kernels/defects.cu): each defect is reported with its class, kernel and location, and
+its corrected twin reports nothing; the memory counters match hand-computed values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpuconv.backends import available_backends
+from gpuconv.backends.cuda import sanitizer
+from gpuconv.backends.cuda.emulator import GuardedNumpy
+from gpuconv.backends.cuda.launch import Launch
+
+EMULATOR_REASON = available_backends()["emulator"]
+pytestmark = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
+
+SOURCE = (Path(__file__).parent / "sanitizer_kernels" / "defects.cu").read_text()
+
+
+@pytest.fixture(scope="module")
+def module():
+    return sanitizer.SanitizedModule("sanitizer_defects", SOURCE)
+
+
+def aligned(n: int, xp=np) -> np.ndarray:
+    """n float32 starting on a 128-byte boundary, so sector counts do not depend on malloc."""
+    raw = np.arange(n + 32, dtype=np.float32)
+    skip = (-raw.ctypes.data % 128) // 4
+    return raw[skip:skip + n]
+
+
+def run(module, kernel, tools=sanitizer.ALL_CHECKS, counters=False, nx=64, ny=32):
+    xp = GuardedNumpy()
+    x = aligned(nx)
+    y = aligned(ny) if counters else xp.empty((ny,), np.float32)  # counters: sectors depend on alignment
+    launch = Launch("sanitizer_defects", kernel, (1, 1, 1), (32, 1, 1), 0, (x, y))
+    return module.run(launch, tools, xp, counters=counters)
+
+
+DEFECTS = [
+    # kernel, the report must match this (class, what, where)
+    ("oob_global_write", r"memcheck: out-of-bounds write of argument 'y' \(128 bytes\) at byte offset 128, "
+                         r"access of 4 bytes by block \(0,0,0\) thread \(31,0,0\)"),
+    ("oob_shared_read", r"memcheck: out-of-bounds read of static shared memory past the end of array 's' "
+                        r"\(128 bytes\) at its byte offset 128, access of 4 bytes by block \(0,0,0\) thread \(31,0,0\)"),
+    ("misaligned_float4", r"memcheck: misaligned read of argument 'x' \(256 bytes\) at byte offset 4, access of 16 "
+                          r"bytes by block \(0,0,0\) thread \(0,0,0\)"),
+    ("missing_barrier", r"racecheck: (read-after-write|write-after-read) hazard on shared array 's' byte offset \d+ with thread "
+                        r"\(\d+,0,0\) in the same barrier interval by block \(0,0,0\) thread"),
+    # the overwritten buffer is read by other threads before and after the write: either hazard
+    ("double_buffer_war", r"racecheck: (read-after-write|write-after-read) hazard on shared array 's' byte offset \d+ with thread "
+                          r"\(\d+,0,0\)"),
+    ("uninit_shared", r"initcheck: read of uninitialised shared array 's' byte offset 64 \(access of 4 bytes\): "
+                      r"no thread of the block wrote it by block \(0,0,0\) thread \(16,0,0\)"),
+    ("uninit_shared_template", r"initcheck: read of uninitialised shared array 's' byte offset 124 .* thread \(0,0,0\)"),
+    ("divergent_barrier", r"synccheck: threads of block \(0,0,0\) wait at different __syncthreads\(\)"),
+]
+
+
+@pytest.mark.parametrize("kernel, report", DEFECTS, ids=[d[0] for d in DEFECTS])
+def test_defect_is_reported(module, kernel, report):
+    # racecheck alone for the missing barrier: with initcheck on, the read of a byte its writer has not
+    # reached yet is (also correctly) an uninitialised read
+    tools = ("racecheck",) if kernel == "missing_barrier" else sanitizer.ALL_CHECKS
+    with pytest.raises(RuntimeError, match=rf"kernel {kernel} failed in the emulator: {report}"):
+        run(module, kernel, tools)
+
+
+@pytest.mark.parametrize("kernel", [d[0] + "_ok" for d in DEFECTS])
+def test_corrected_twin_is_clean(module, kernel):
+    run(module, kernel)
+
+
+def test_tool_selection(module):
+    """A defect of a class not asked for is not reported (the hazard stays silent without racecheck)."""
+    run(module, "missing_barrier", tools=("memcheck",))
+    with pytest.raises(ValueError, match=r"GPUCONV_EMULATOR_SANITIZE='memcheck,bogus' is not allowed"):
+        sanitizer.parse_tools("memcheck,bogus")
+
+
+def test_uninitialised_output_read(module):
+    """initcheck on global memory: reading an output byte that no launch wrote."""
+    src = 'extern "C" __global__ void reread(float* y) { y[threadIdx.x] = y[threadIdx.x] + 1.0f; }\n'
+    m = sanitizer.SanitizedModule("sanitizer_reread", src)
+    xp = GuardedNumpy()
+    y = xp.empty((32,), np.float32)
+    with pytest.raises(RuntimeError, match=r"initcheck: read of uninitialised argument 'y' .* at byte offset 0"):
+        m.run(Launch("sanitizer_reread", "reread", (1, 1, 1), (32, 1, 1), 0, (y,)), sanitizer.ALL_CHECKS, xp)
+
+
+def test_global_write_race(module):
+    """racecheck on global memory: every thread writes y[0]."""
+    src = 'extern "C" __global__ void same_slot(float* y) { y[0] = float(threadIdx.x); }\n'
+    m = sanitizer.SanitizedModule("sanitizer_same_slot", src)
+    y = np.zeros(32, np.float32)
+    with pytest.raises(RuntimeError, match=r"racecheck: write-after-write hazard on global memory: argument 'y'"):
+        m.run(Launch("sanitizer_same_slot", "same_slot", (1, 1, 1), (32, 1, 1), 0, (y,)), ("racecheck",), None)
+
+
+@pytest.mark.parametrize("kernel, nx, requests, sectors", [
+    ("coalesced", 64, 2, 4 + 4),     # x: 32 consecutive floats = 4 sectors; y: the same
+    ("stride32", 1024, 2, 32 + 4),   # x: one sector per lane
+])
+def test_global_sectors(module, kernel, nx, requests, sectors):
+    c = run(module, kernel, tools=(), counters=True, nx=nx)
+    assert (c.global_requests, c.global_sectors) == (requests, sectors)
+    assert c.global_bytes == 2 * 32 * 4
+
+
+@pytest.mark.parametrize("kernel, column_wavefronts", [("bank_conflict", 32), ("bank_conflict_ok", 1)])
+def test_bank_conflicts(module, kernel, column_wavefronts):
+    c = run(module, kernel, tools=(), counters=True)
+    # 32 row stores of one wavefront each, then the column read
+    assert (c.shared_requests, c.shared_wavefronts) == (33, 32 + column_wavefronts)
+
+
+def test_sanitize_command_checks_shipped_kernels(capsys):
+    """`gpuconv sanitize` on one depthwise layer: every algorithm that applies, clean, with counters."""
+    from gpuconv.cli import main
+    assert main(["sanitize", "--layers", "mobilenet_dw_3x3", "--counters"]) == 0
+    out = capsys.readouterr().out
+    assert "0 report(s)" in out and "conv_depthwise_f32_i32" in out
+    with pytest.raises(ValueError, match=r"--tool='memcheck,nope' is not allowed"):
+        main(["sanitize", "--tool", "memcheck,nope"])
