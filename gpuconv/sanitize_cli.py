@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated checks: memcheck,racecheck,initcheck,synccheck (default: all)")
     parser.add_argument("--layers", default="", help="comma-separated layer names of bench/layers.py (default: all)")
     parser.add_argument("--counters", action="store_true",
-                        help="also print sectors per request, bank-conflict wavefronts and FMAs per global byte")
+                        help="also print per kernel: sectors per request, bank-conflict wavefronts, distinct global "
+                             "bytes moved and FMAs per such byte")
 
 
 def reduced(layer):
@@ -64,6 +65,7 @@ def run(args) -> int:
     rng = np.random.default_rng(0)
     failures, runs = [], 0
     per_kernel: dict[str, list] = {}
+    fmas: dict[str, int] = {}
     os.environ["GPUCONV_EMULATOR_SANITIZE"] = ",".join(tools)
     saved = config.settings.cuda_force_index64
     try:
@@ -86,26 +88,41 @@ def run(args) -> int:
                         except RuntimeError as e:
                             failures.append(f"{what}: {e}")
                         runs += 1
-                        for c in sanitizer.collected or ():
+                        launched = sanitizer.collected or []
+                        for c in launched:
                             per_kernel.setdefault(c.kernel, []).append(c)
+                        # the convolution's multiply-adds, counted from the problem (g++ gives no FMA
+                        # hook), belong to the kernel that does them: every one but im2col's gather
+                        for name in {c.kernel for c in launched if "im2col" not in c.kernel}:
+                            fmas[name] = fmas.get(name, 0) + layer_fmas(layer)
     finally:
         config.settings.cuda_force_index64 = saved
         sanitizer.collected = None
         os.environ.pop("GPUCONV_EMULATOR_SANITIZE", None)
     if args.counters:
-        print_counters(per_kernel)
+        print_counters(per_kernel, fmas)
     for f in failures:
         print(f"REPORT {f}")
     print(f"{runs} convolutions under {','.join(tools)}: {len(failures)} report(s)")
     return 1 if failures else 0
 
 
-def print_counters(per_kernel: dict) -> None:
+def layer_fmas(layer) -> int:
+    """Multiply-adds of one convolution: N*OH*OW*K*KH*KW*CG."""
+    from gpuconv import parse_problem
+    p, _ = parse_problem(layer.input_shape, np.float32, layer.filter_shape, np.float32, layer.stride,
+                         layer.padding, "NHWC", layer.dilation)
+    return p.N * p.OH * p.OW * p.K * p.R
+
+
+def print_counters(per_kernel: dict, fmas: dict) -> None:
     from rich.console import Console
     from rich.table import Table
     table = Table(title="memory counters per kernel (emulator, summed over the checked layers)")
     table.add_column("kernel", no_wrap=True)
-    for col in ("global sectors/req", "global efficiency", "shared wavefronts/req"):
+    # global: sectors per request and efficiency; shared: bank-conflict wavefronts per request; distinct
+    # global bytes read + written, and the convolution's FMAs per such byte (arithmetic intensity)
+    for col in ("launches", "sectors/req", "efficiency", "wavefronts/req", "distinct bytes", "FMA/byte"):
         table.add_column(col, justify="right")
     for name, cs in sorted(per_kernel.items()):
         req = sum(c.global_requests for c in cs)
@@ -113,6 +130,9 @@ def print_counters(per_kernel: dict) -> None:
         byt = sum(c.global_bytes for c in cs)
         sreq = sum(c.shared_requests for c in cs)
         wav = sum(c.shared_wavefronts for c in cs)
-        table.add_row(name, f"{sec / req:.2f}" if req else "-", f"{byt / (32 * sec):.0%}" if sec else "-",
-                      f"{wav / sreq:.2f}" if sreq else "-")
-    Console().print(table)
+        moved = sum(c.unique_read_bytes + c.unique_written_bytes for c in cs)
+        table.add_row(name, str(len(cs)), f"{sec / req:.2f}" if req else "-",
+                      f"{byt / (32 * sec):.0%}" if sec else "-", f"{wav / sreq:.2f}" if sreq else "-",
+                      f"{moved:,}", f"{fmas.get(name, 0) / moved:.2f}" if moved else "-")
+    console = Console()
+    Console(width=max(console.width, 110)).print(table)  # a pipe's 80 columns would truncate it

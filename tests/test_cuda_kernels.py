@@ -471,7 +471,7 @@ def test_shuffled_order_exposes_a_missing_barrier(racy_module):
 
 def test_barrier_with_exited_threads_is_reported(racy_module):
     out = np.zeros(64, np.float32)
-    with pytest.raises(RuntimeError, match=r"early_exit failed in the emulator: __syncthreads\(\) reached by 63 of 64"):
+    with pytest.raises(RuntimeError, match=r"early_exit failed in the emulator: synccheck: __syncthreads\(\) reached by 63 of 64"):
         racy_module.launch(Launch("racy_test", "early_exit", (1, 1, 1), (64, 1, 1), 0, (out,)))
 
 

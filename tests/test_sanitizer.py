@@ -56,6 +56,8 @@ DEFECTS = [
                       r"no thread of the block wrote it by block \(0,0,0\) thread \(16,0,0\)"),
     ("uninit_shared_template", r"initcheck: read of uninitialised shared array 's' byte offset 124 .* thread \(0,0,0\)"),
     ("divergent_barrier", r"synccheck: threads of block \(0,0,0\) wait at different __syncthreads\(\)"),
+    ("shfl_mask_mismatch", r"synccheck: __shfl_down_sync\(mask 0xffffffff\) in warp 0 of block \(0,0,0\): lane 16 "
+                           r"\(thread \(16,0,0\)\) is named in the mask but has exited"),
 ]
 
 
@@ -71,6 +73,37 @@ def test_defect_is_reported(module, kernel, report):
 @pytest.mark.parametrize("kernel", [d[0] + "_ok" for d in DEFECTS])
 def test_corrected_twin_is_clean(module, kernel):
     run(module, kernel)
+
+
+def test_warp_primitives_compute_what_a_gpu_does(module):
+    """__shfl_xor_sync butterfly, __ballot_sync and an indexed __shfl_sync, in the plain emulator too."""
+    x = np.arange(64, dtype=np.float32)
+    for run_it in (lambda launch: module.run(launch, sanitizer.ALL_CHECKS, GuardedNumpy()),
+                   lambda launch: load_plain().launch(launch)):
+        y = np.zeros(32, np.float32)
+        run_it(Launch("sanitizer_defects", "warp_reduce", (1, 1, 1), (32, 1, 1), 0, (x, y)))
+        assert y[0] == x[:32].sum() and y[1] == 16
+        np.testing.assert_array_equal(y[2:], x[31 - np.arange(2, 32)])
+
+
+def load_plain():
+    from gpuconv.backends.cuda.emulator import EmulatedModule
+    return EmulatedModule("sanitizer_defects", SOURCE)
+
+
+def test_warp_mask_errors_without_the_sanitizer():
+    """A mask naming an exited lane is an error of the plain emulator too (a GPU would hang or read garbage)."""
+    with pytest.raises(RuntimeError, match=r"synccheck: __shfl_down_sync\(mask 0xffffffff\)"):
+        load_plain().launch(Launch("sanitizer_defects", "shfl_mask_mismatch", (1, 1, 1), (32, 1, 1), 0,
+                                   (np.zeros(64, np.float32), np.zeros(32, np.float32))))
+
+
+def test_distinct_bytes_moved(module):
+    """coalesced reads 32 floats of x and writes 32 of y; stride32 reads 32 floats spread over 1024."""
+    c = run(module, "coalesced", tools=(), counters=True)
+    assert (c.unique_read_bytes, c.unique_written_bytes) == (128, 128)
+    c = run(module, "stride32", tools=(), counters=True, nx=1024)
+    assert (c.unique_read_bytes, c.unique_written_bytes) == (128, 128)
 
 
 def test_tool_selection(module):

@@ -11,7 +11,11 @@
 //   * __shared__ as block-static storage: blocks run one after another, so one static copy serves all;
 //     it is filled with 0xFF bytes (NaN) before every block, so a read before a write shows;
 //   * GPUCONV_DYNAMIC_SHARED(T, name) for dynamic shared memory;
-//   * atomics (plain read-modify-write: fibers never interleave inside one), __ldg, min/max, fmaf.
+//   * atomics (plain read-modify-write: fibers never interleave inside one), __ldg, min/max, fmaf;
+//   * warp primitives (__syncwarp, __shfl_sync/_up/_down/_xor, __ballot_sync, __any_sync, __all_sync) as
+//     warp-level barriers: a lane waits until every lane of its mask arrives, and a mask that names a lane
+//     which exits, waits at __syncthreads() or arrives with another mask or primitive is reported
+//     (synccheck), as is a lane missing from its own mask or a shuffle from a lane outside the mask.
 // A seedable mode runs the fibers of each phase in a shuffled order, so a missing barrier (a race)
 // shows up as results that change from run to run.
 #pragma once
@@ -48,14 +52,28 @@ extern "C" char __stop_gpuconv_shared[] __attribute__((weak));
 #define __forceinline__ inline
 #endif
 
+// The runtime's own functions: in the sanitizer's build their accesses (fiber records on the heap, which
+// may lie next to a kernel argument) are not the kernel's and must not be checked.
+#define GPUCONV_RUNTIME __attribute__((no_sanitize("thread")))
+
 namespace gpuconv_emu {
 
-enum class State { Runnable, AtBarrier, Done };
+enum class State { Runnable, AtBarrier, AtWarpSync, Done };
+
+// What a lane brings to a warp primitive, and what it takes back.
+struct WarpCall {
+    const char* op;         // "__syncwarp", "__shfl_sync", ...: every lane of the mask must bring the same
+    unsigned mask;
+    unsigned src;           // shuffles: the lane to read (32: none, keep its own value)
+    uint64_t value;         // the lane's operand bits (shuffles) or predicate (votes)
+    uint64_t result;
+};
 
 struct Fiber {
     ucontext_t ctx;
     uint3 tid;
     State state;
+    WarpCall warp;
 };
 
 struct Runtime {
@@ -116,9 +134,77 @@ __attribute__((no_sanitize("thread"))) inline T atomicMax(T* p, T v) {
 using std::max;
 using std::min;
 
+// ---- warp primitives ----
 namespace gpuconv_emu {
 
-inline void fiber_entry(unsigned lo, unsigned hi) {
+GPUCONV_RUNTIME inline unsigned lane_id() {
+    return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32u;
+}
+
+// The calling lane waits at a warp-level barrier; the scheduler releases the warp (warp_release).
+GPUCONV_RUNTIME inline uint64_t warp_sync_call(const char* op, unsigned mask, uint64_t value, unsigned src) {
+    auto& r = rt();
+    Fiber* self = r.current;
+    self->warp = WarpCall{op, mask, src, value, value};
+    self->state = State::AtWarpSync;
+    swapcontext(&self->ctx, &r.scheduler);
+    threadIdx = self->tid;
+    return self->warp.result;
+}
+
+template <typename T>
+inline uint64_t to_bits(T v) {
+    static_assert(sizeof(T) <= 8, "warp shuffles move at most 8 bytes");
+    uint64_t b = 0;
+    std::memcpy(&b, &v, sizeof(T));
+    return b;
+}
+
+template <typename T>
+inline T from_bits(uint64_t b) {
+    T v;
+    std::memcpy(&v, &b, sizeof(T));
+    return v;
+}
+
+// The lane a shuffle reads, or 32 when it keeps its own value (source outside its width segment).
+inline unsigned shfl_source(int kind, unsigned lane, int arg, int width) {
+    const unsigned w = unsigned(width), base = lane & ~(w - 1);
+    switch (kind) {
+        case 0: return base + (unsigned(arg) & (w - 1));                                      // indexed
+        case 1: return lane - base >= unsigned(arg) ? lane - unsigned(arg) : 32u;           // up
+        case 2: return lane - base + unsigned(arg) < w ? lane + unsigned(arg) : 32u;        // down
+        default: { const unsigned s = lane ^ unsigned(arg); return s - base < w ? s : 32u; } // xor
+    }
+}
+
+}  // namespace gpuconv_emu
+
+inline void __syncwarp(unsigned mask = 0xffffffffu) { gpuconv_emu::warp_sync_call("__syncwarp", mask, 0, 32); }
+
+#define GPUCONV_SHFL(name, kind)                                                                         \
+    template <typename T>                                                                                \
+    inline T name(unsigned mask, T var, int arg, int width = 32) {                                       \
+        const unsigned src = gpuconv_emu::shfl_source(kind, gpuconv_emu::lane_id(), arg, width);         \
+        return gpuconv_emu::from_bits<T>(                                                                \
+            gpuconv_emu::warp_sync_call(#name, mask, gpuconv_emu::to_bits(var), src));                   \
+    }
+GPUCONV_SHFL(__shfl_sync, 0)
+GPUCONV_SHFL(__shfl_up_sync, 1)
+GPUCONV_SHFL(__shfl_down_sync, 2)
+GPUCONV_SHFL(__shfl_xor_sync, 3)
+#undef GPUCONV_SHFL
+
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+    return unsigned(gpuconv_emu::warp_sync_call("__ballot_sync", mask, pred != 0, 33));
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
+
+namespace gpuconv_emu {
+
+GPUCONV_RUNTIME inline void fiber_entry(unsigned lo, unsigned hi) {
     Fiber* f = reinterpret_cast<Fiber*>((uintptr_t(hi) << 32) | uintptr_t(lo));
     auto& r = rt();
     threadIdx = f->tid;
@@ -134,8 +220,69 @@ inline uint64_t splitmix64(uint64_t& s) {
     return z ^ (z >> 31);
 }
 
+// Every fiber has stopped (barrier, warp primitive or exit). Releases each warp whose lanes wait at a warp
+// primitive with a consistent mask; `released` tells whether any did. False (and r.error) when a mask
+// cannot be satisfied: the GPU would hang or compute garbage there.
+GPUCONV_RUNTIME inline bool warp_release(unsigned nthreads, bool& released) {
+    auto& r = rt();
+    for (unsigned w0 = 0; w0 < nthreads; w0 += 32) {
+        const unsigned lanes = std::min(32u, nthreads - w0);
+        const unsigned existing = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
+        unsigned handled = 0;  // lanes of groups already released in this pass
+        for (unsigned lead = 0; lead < lanes; ++lead) {
+            if (r.fibers[w0 + lead].state != State::AtWarpSync || ((handled >> lead) & 1u)) continue;
+            const WarpCall c0 = r.fibers[w0 + lead].warp;  // the group: the lanes of its mask
+            const char* problem = nullptr;
+            unsigned bad = lead;
+            if (!((c0.mask >> lead) & 1u)) problem = "calls it with a mask that does not include itself";
+            for (unsigned l = 0; l < lanes && problem == nullptr; ++l) {
+                const Fiber& f = r.fibers[w0 + l];
+                if (!((c0.mask >> l) & 1u)) continue;
+                bad = l;
+                if (f.state == State::AtWarpSync) {
+                    if (f.warp.mask != c0.mask || std::strcmp(f.warp.op, c0.op) != 0)
+                        problem = "arrives with another mask or at another warp primitive";
+                    else if (f.warp.src < 32 && !((c0.mask >> f.warp.src) & 1u))
+                        problem = "reads a lane outside the mask";
+                } else {
+                    problem = f.state == State::Done ? "is named in the mask but has exited"
+                                                     : "is named in the mask but waits at __syncthreads()";
+                }
+            }
+            if (problem == nullptr && (c0.mask & ~existing)) {
+                problem = "is named in the mask but does not exist (partial warp)";
+                bad = unsigned(__builtin_ctz(c0.mask & ~existing));
+            }
+            if (problem != nullptr) {
+                const unsigned t = w0 + bad;
+                char msg[320];
+                std::snprintf(msg, sizeof msg, "synccheck: %s(mask 0x%08x) in warp %u of block (%u,%u,%u): lane %u "
+                              "(thread (%u,%u,%u)) %s", c0.op, c0.mask, w0 / 32, blockIdx.x, blockIdx.y, blockIdx.z,
+                              bad, t % blockDim.x, t / blockDim.x % blockDim.y, t / (blockDim.x * blockDim.y),
+                              problem);
+                r.error = msg;
+                return false;
+            }
+            uint64_t ballot = 0;
+            for (unsigned l = 0; l < lanes; ++l)
+                if ((c0.mask >> l) & 1u) ballot |= uint64_t(r.fibers[w0 + l].warp.value != 0) << l;
+            for (unsigned l = 0; l < lanes; ++l) {
+                Fiber& f = r.fibers[w0 + l];
+                if (!((c0.mask >> l) & 1u)) continue;
+                if (f.warp.src < 32) f.warp.result = r.fibers[w0 + f.warp.src].warp.value;
+                else if (f.warp.src == 33) f.warp.result = ballot;
+            }
+            for (unsigned l = 0; l < lanes; ++l)
+                if ((c0.mask >> l) & 1u) r.fibers[w0 + l].state = State::Runnable;
+            handled |= c0.mask;
+            released = true;
+        }
+    }
+    return true;
+}
+
 // Runs one block: all its threads, phase by phase between barriers. Returns false on a barrier error.
-inline bool run_block(uint64_t& rng, bool shuffle) {
+GPUCONV_RUNTIME inline bool run_block(uint64_t& rng, bool shuffle) {
     auto& r = rt();
     const unsigned nthreads = blockDim.x * blockDim.y * blockDim.z;
     if (__start_gpuconv_shared != nullptr)
@@ -162,6 +309,7 @@ inline bool run_block(uint64_t& rng, bool shuffle) {
             for (unsigned i = nthreads; i > 1; --i) std::swap(order[i - 1], order[splitmix64(rng) % i]);
         for (unsigned t : order) {
             Fiber& f = r.fibers[t];
+            if (f.state != State::Runnable) continue;  // waiting at a warp primitive, or done
             r.current = &f;
             threadIdx = f.tid;
             gpuconv_san::enter(t);
@@ -169,6 +317,9 @@ inline bool run_block(uint64_t& rng, bool shuffle) {
             gpuconv_san::leave();
             if (!r.error.empty()) return false;  // a sanitizer report ended the launch
         }
+        bool released = false;
+        if (!warp_release(nthreads, released)) return false;
+        if (released) continue;  // the released lanes run on before any barrier is judged
         unsigned waiting = 0, done = 0;
         for (unsigned t = 0; t < nthreads; ++t) {
             waiting += r.fibers[t].state == State::AtBarrier;
@@ -181,7 +332,7 @@ inline bool run_block(uint64_t& rng, bool shuffle) {
         if (waiting != nthreads) {
             char msg[256];
             std::snprintf(msg, sizeof msg,
-                          "__syncthreads() reached by %u of %u threads of block (%u,%u,%u); %u had exited",
+                          "synccheck: __syncthreads() reached by %u of %u threads of block (%u,%u,%u); %u had exited",
                           waiting, nthreads, blockIdx.x, blockIdx.y, blockIdx.z, done);
             r.error = msg;
             return false;
@@ -198,7 +349,7 @@ inline bool run_block(uint64_t& rng, bool shuffle) {
 // or max_seconds have passed, with *next_block advanced: the caller calls again until it reaches the
 // block count, and between calls the interpreter can handle signals (Ctrl-C). *rng carries the shuffle
 // state from one call to the next. `body(arg)` is one thread's call of the kernel with its arguments.
-inline int launch(const unsigned* grid, const unsigned* block, size_t shared_bytes, unsigned long long* rng,
+GPUCONV_RUNTIME inline int launch(const unsigned* grid, const unsigned* block, size_t shared_bytes, unsigned long long* rng,
                   int shuffle, unsigned long long* next_block, double max_seconds, void (*body)(void*), void* arg,
                   char* err, size_t err_len) {
     auto& r = rt();

@@ -69,6 +69,7 @@ struct State {
     bool active = false;  // true while a kernel thread (fiber) runs: the scheduler's own accesses are not the kernel's
     std::vector<Region> regions;
     std::vector<std::vector<uint64_t>> last_writer;  // per region (GLOBAL_OUT): global thread id + 1 per byte
+    std::vector<std::vector<unsigned char>> touched;  // COUNTERS, per region: bit 0 read, bit 1 written, per byte
     uintptr_t static_lo = 0, static_hi = 0;           // the gpuconv_shared section
     uintptr_t dyn_lo = 0, dyn_size = 0;               // dynamic shared memory, without its redzones
     std::vector<SharedShadow> static_shadow, dyn_shadow;
@@ -368,7 +369,11 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
             lw[off + i] = me;
         }
     }
-    if (s.tools & COUNTERS) count(pc, a, size, true);
+    if (s.tools & COUNTERS) {
+        count(pc, a, size, true);
+        auto& tb = s.touched[size_t(hit - s.regions.data())];
+        for (unsigned i = 0; i < size; ++i) tb[off + i] |= write ? 2 : 1;
+    }
 }
 
 GPUCONV_SAN_FN void atomic_access(const void* p, unsigned size) {
@@ -426,6 +431,10 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, co
     s.last_writer.assign(size_t(n), {});
     for (int i = 0; i < n; ++i)
         if (regions[i].kind == GLOBAL_OUT && (tools & RACECHECK)) s.last_writer[size_t(i)].assign(regions[i].size, 0);
+    s.touched.assign(size_t(n), {});
+    for (int i = 0; i < n; ++i)
+        if ((regions[i].kind == GLOBAL_IN || regions[i].kind == GLOBAL_OUT) && (tools & COUNTERS))
+            s.touched[size_t(i)].assign(regions[i].size, 0);
     s.outside_shadow.assign(size_t(n), {});
     for (int i = 0; i < n; ++i)
         if (regions[i].kind == SHARED_OUTSIDE) s.outside_shadow[size_t(i)].assign(regions[i].size, SharedShadow{0, 0, 0, 0});
@@ -440,8 +449,11 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, co
 
 __attribute__((no_sanitize("thread"))) void gpuconv_san_counters(unsigned long long* out) {
     const auto& c = gpuconv_san::st().counters;
+    unsigned long long read = 0, written = 0;  // distinct global bytes: the launch's compulsory traffic
+    for (const auto& tb : gpuconv_san::st().touched)
+        for (unsigned char b : tb) { read += b & 1; written += b >> 1; }
     const unsigned long long v[] = {c.global_requests, c.global_sectors, c.global_bytes, c.shared_requests,
-                                    c.shared_wavefronts};
+                                    c.shared_wavefronts, read, written};
     std::memcpy(out, v, sizeof v);
 }
 

@@ -130,3 +130,25 @@ template <typename T> __device__ void stage_half(const T* x, T* y, bool all) {
 }
 extern "C" __global__ void uninit_shared_template(const float* x, float* y) { stage_half<float>(x, y, false); }
 extern "C" __global__ void uninit_shared_template_ok(const float* x, float* y) { stage_half<float>(x, y, true); }
+
+// synccheck, warp level: a shuffle whose mask names lanes that took the other branch
+extern "C" __global__ void shfl_mask_mismatch(const float* x, float* y) {
+    float v = x[threadIdx.x];
+    if (threadIdx.x < 16) v += __shfl_down_sync(0xffffffffu, v, 8);
+    y[threadIdx.x] = v;
+}
+extern "C" __global__ void shfl_mask_mismatch_ok(const float* x, float* y) {
+    float v = x[threadIdx.x];
+    if (threadIdx.x < 16) v += __shfl_down_sync(0x0000ffffu, v, 8, 16);  // width 16: no lane past 15 is read
+    y[threadIdx.x] = v;
+}
+
+// warp primitives' results: a butterfly sum over the warp (xor), a ballot, an indexed shuffle (reversal)
+extern "C" __global__ void warp_reduce(const float* x, float* y) {
+    float v = x[threadIdx.x];
+    for (int d = 16; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+    const unsigned odd = __ballot_sync(0xffffffffu, int(x[threadIdx.x]) & 1);
+    const float reversed = __shfl_sync(0xffffffffu, x[threadIdx.x], 31 - int(threadIdx.x));
+    __syncwarp();
+    y[threadIdx.x] = threadIdx.x == 0 ? v : threadIdx.x == 1 ? float(__popc(odd)) : reversed;
+}

@@ -9,7 +9,12 @@ Tools (GPUCONV_EMULATOR_SANITIZE=memcheck,racecheck,initcheck,synccheck, or "all
   initcheck  reads of shared memory no thread of the block wrote, and of output/workspace bytes
              (arrays the emulator allocated) that no launch wrote;
   synccheck  a __syncthreads() not reached by every thread of the block, or threads waiting at
-             different ones.
+             different ones; a warp primitive (__syncwarp, __shfl_*_sync, __ballot/any/all_sync)
+             whose mask names a lane that exits, waits elsewhere or brings another mask, a lane
+             missing from its own mask, a shuffle reading a lane outside the mask. The warp-level
+             checks (cuda_host.h) and the partial-barrier check hold in the plain emulator too.
+Racecheck orders shared-memory accesses by __syncthreads() only: a warp-synchronous exchange through
+shared memory ordered by __syncwarp() is reported (use shuffles, or a block barrier).
 A report ends the launch with a RuntimeError: "kernel K failed in the emulator: <tool>: ... by block
 (x,y,z) thread (x,y,z)". `counters` adds warp-level memory counters (see Counters).
 """
@@ -79,6 +84,8 @@ class Counters:
     global_bytes: int          # bytes the lanes asked for
     shared_requests: int
     shared_wavefronts: int     # per request: the most distinct 4-byte words one of the 32 banks serves
+    unique_read_bytes: int     # distinct global bytes read: what the launch must move at least
+    unique_written_bytes: int  # distinct global bytes written
 
     @property
     def sectors_per_request(self) -> float:
@@ -171,7 +178,7 @@ class SanitizedModule(EmulatedModule):
             self._launch(launch, seed, shuffle)
             if not counters:
                 return None
-            raw = (ctypes.c_ulonglong * 5)()
+            raw = (ctypes.c_ulonglong * 7)()
             self.lib.gpuconv_san_counters(raw)
             return Counters(launch.kernel, *[int(v) for v in raw])
 
