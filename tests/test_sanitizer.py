@@ -98,6 +98,18 @@ def test_warp_mask_errors_without_the_sanitizer():
                                    (np.zeros(64, np.float32), np.zeros(32, np.float32))))
 
 
+def test_plain_emulator_poisons_template_shared_arrays():
+    """g++ puts a function template's __shared__ arrays in .bss, outside the section the runtime poisons:
+    they are found in the symbol table and poisoned before every block too, so an unwritten read is NaN."""
+    x = np.arange(64, dtype=np.float32)
+    y = np.zeros(32, np.float32)
+    for _ in range(2):  # the second launch must not see the first one's values either
+        load_plain().launch(Launch("sanitizer_defects", "uninit_shared_template", (1, 1, 1), (32, 1, 1), 0, (x, y)))
+        assert np.isnan(y[:16]).all()  # s[31..16]: no thread wrote them
+        np.testing.assert_array_equal(y[16:], x[15::-1])
+        x = x + 100
+
+
 def test_distinct_bytes_moved(module):
     """coalesced reads 32 floats of x and writes 32 of y; stride32 reads 32 floats spread over 1024."""
     c = run(module, "coalesced", tools=(), counters=True)

@@ -42,6 +42,10 @@
 #define __shared__ static __attribute__((section("gpuconv_shared")))
 extern "C" char __start_gpuconv_shared[] __attribute__((weak));
 extern "C" char __stop_gpuconv_shared[] __attribute__((weak));
+// g++ ignores the section attribute on the static locals of function templates (they go to .bss): Python
+// finds those arrays in the symbol table relative to this section, which the anchor keeps in every library,
+// and hands them to gpuconv_emu_outside_shared so that they are poisoned too.
+__attribute__((section("gpuconv_shared"), used)) static unsigned char gpuconv_shared_anchor[16];
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
@@ -81,6 +85,7 @@ struct Runtime {
     std::vector<Fiber> fibers;
     std::vector<char> stacks;
     std::vector<unsigned char> dynamic_shared;
+    std::vector<std::pair<unsigned char*, size_t>> outside_shared;  // function templates' __shared__ arrays
     size_t stack_bytes = 256 * 1024;
     Fiber* current = nullptr;
     void (*body)(void*) = nullptr;
@@ -288,6 +293,7 @@ GPUCONV_RUNTIME inline bool run_block(uint64_t& rng, bool shuffle) {
     if (__start_gpuconv_shared != nullptr)
         std::memset(__start_gpuconv_shared, 0xFF, size_t(__stop_gpuconv_shared - __start_gpuconv_shared));
     std::fill(r.dynamic_shared.begin(), r.dynamic_shared.end(), 0xFF);
+    for (const auto& a : r.outside_shared) std::memset(a.first, 0xFF, a.second);
     std::vector<unsigned> order(nthreads);
     for (unsigned t = 0; t < nthreads; ++t) {
         Fiber& f = r.fibers[t];
@@ -394,3 +400,11 @@ GPUCONV_RUNTIME inline int launch(const unsigned* grid, const unsigned* block, s
 }
 
 }  // namespace gpuconv_emu
+
+extern "C" GPUCONV_RUNTIME uintptr_t gpuconv_emu_shared_section() { return uintptr_t(__start_gpuconv_shared); }
+
+extern "C" GPUCONV_RUNTIME void gpuconv_emu_outside_shared(unsigned char** arrays, const size_t* sizes, int n) {
+    auto& r = gpuconv_emu::rt();
+    r.outside_shared.clear();
+    for (int i = 0; i < n; ++i) r.outside_shared.emplace_back(arrays[i], sizes[i]);
+}

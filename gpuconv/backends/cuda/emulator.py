@@ -29,6 +29,7 @@ from .backend import CudaBackend
 from .emulator_build import build_library, cache_dir, find_compiler, is_intact
 from .emulator_build import compiler  # noqa: F401  (re-exported: `gpuconv info` reports it)
 from .launch import Launch
+from .shared_symbols import static_shared_arrays
 from .signature import Entry, entries_of, parse_entries
 from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
 
@@ -83,6 +84,17 @@ class EmulatedModule:
                           source + "\n\n// ---- emulator launchers ----\n" + wrapper_source(self.entries),
                           self.path, f"{file}.cu")
         self.lib = ctypes.CDLL(str(self.path))
+        self._poison_template_shared()
+
+    def _poison_template_shared(self) -> None:
+        """Hands the runtime the __shared__ arrays g++ put outside the poisoned section (templates')."""
+        outside = [(off, size) for off, size, name in static_shared_arrays(str(self.path)) if name.startswith("+")]
+        if outside:
+            self.lib.gpuconv_emu_shared_section.restype = ctypes.c_size_t
+            section = self.lib.gpuconv_emu_shared_section()
+            arrays = (ctypes.c_void_p * len(outside))(*[section + off for off, _ in outside])
+            sizes = (ctypes.c_size_t * len(outside))(*[size for _, size in outside])
+            self.lib.gpuconv_emu_outside_shared(arrays, sizes, ctypes.c_int(len(outside)))
 
     def launch(self, launch: Launch, seed: int = 0, shuffle: bool = False) -> None:
         with _LAUNCH_LOCK:  # the runtime's fibers and built-in variables are process-global state

@@ -24,9 +24,6 @@ import ctypes
 import dataclasses
 import functools
 import os
-import re
-import shutil
-import subprocess
 import threading
 import weakref
 from typing import Optional
@@ -34,6 +31,7 @@ from typing import Optional
 import numpy as np
 
 from .emulator import EmulatedModule
+from .shared_symbols import static_shared_arrays
 from .launch import Launch
 from .sources import load_source
 
@@ -114,37 +112,6 @@ def written_shadow(root: np.ndarray) -> np.ndarray:
             _WRITTEN[id(root)] = shadow
             weakref.finalize(root, _WRITTEN.pop, id(root), None)
         return shadow
-
-
-@functools.lru_cache(maxsize=None)
-def static_shared_arrays(lib_path: str) -> tuple[tuple[int, int, str], ...]:
-    """(offset from the gpuconv_shared section's start, size, name) of every static __shared__ array of
-    a built library, from its symbol table (objdump, which comes with g++'s binutils). () when unknown.
-    Arrays of function templates, which g++ places in .bss instead (sanitizer.h, SHARED_OUTSIDE), come
-    with a negative or out-of-section offset and their name prefixed by '+'."""
-    objdump = shutil.which("objdump")
-    if objdump is None:
-        return ()
-    try:
-        headers = subprocess.run([objdump, "-h", lib_path], capture_output=True, text=True, check=True).stdout
-        symbols = subprocess.run([objdump, "-t", "-C", lib_path], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return ()
-    m = re.search(r"^\s*\d+\s+gpuconv_shared\s+[0-9a-f]+\s+([0-9a-f]+)", headers, re.M)
-    if m is None:
-        return ()
-    start = int(m.group(1), 16)
-    out = []
-    for line in symbols.splitlines():
-        t = re.match(r"^([0-9a-f]+)\s.*\s\.bss\s+([0-9a-f]+)\s+(.*\)::\w+)$", line)
-        if t and not t.group(3).strip().startswith("gpuconv_") and int(t.group(2), 16) > 0:
-            out.append((int(t.group(1), 16) - start, int(t.group(2), 16), "+" + t.group(3).rsplit("::", 1)[-1]))
-        s = re.match(r"^([0-9a-f]+)\s.*\sgpuconv_shared\s+([0-9a-f]+)\s+(.*)$", line)
-        if s and int(s.group(2), 16) > 0 and "gpuconv_shared_redzone" not in s.group(3):
-            name = s.group(3).strip()
-            # a function's static: "void gemm<float, int>(...)::As" -> "As"
-            out.append((int(s.group(1), 16) - start, int(s.group(2), 16), name.rsplit("::", 1)[-1]))
-    return tuple(sorted(out))
 
 
 class SanitizedModule(EmulatedModule):
