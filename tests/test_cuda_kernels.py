@@ -18,6 +18,8 @@ from gpuconv.backends.cuda.params import CONV_PROBLEM_DTYPE, GEMM_PROBLEM_DTYPE,
 from gpuconv.backends.cuda.signature import check_args, compiled_limits, entries_of, parse_entries
 from gpuconv.backends.cuda.sources import kernel_dir, kernel_files, load_source
 
+from threaded_calls import assert_exact_from_threads, integer_cases
+
 EMULATOR_REASON = available_backends()["emulator"]
 needs_emulator = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 DTYPES = ["f16", "bf16", "f32", "f64"]
@@ -565,12 +567,4 @@ def test_tile_macros_overridden_with_D_stay_consistent(monkeypatch, algorithm, d
 @needs_emulator
 def test_concurrent_emulator_calls_from_threads():
     """ctypes releases the GIL during a launch; concurrent callers must not share the fiber runtime."""
-    from concurrent.futures import ThreadPoolExecutor
-    rng = np.random.default_rng(8)
-    cases = [(rng.integers(-3, 4, (2, 7, 8, 6)).astype(np.float32), rng.integers(-3, 4, (3, 3, 6, 5)).astype(np.float32))
-             for _ in range(6)]
-    with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda c: gpuconv.conv2d(*c, padding="SAME", backend="emulator", algorithm="direct"),
-                                cases))
-    for (x, w), y in zip(cases, results):
-        np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, problem(x.shape, w.shape)))
+    assert_exact_from_threads(integer_cases(8, 6, (2, 7, 8, 6), (3, 3, 6, 5)), threads=3, algorithm="direct")

@@ -22,6 +22,8 @@ from gpuconv.backends.cuda.launch import Launch
 from gpuconv.backends.cuda.params import conv_problem_struct
 from gpuconv.backends.cuda.sources import load_source
 
+from threaded_calls import assert_exact_from_threads, integer_cases
+
 EMULATOR_REASON = available_backends()["emulator"]
 pytestmark = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 
@@ -96,7 +98,6 @@ def test_guard_check_holds_while_another_thread_finishes_a_call():
 
 
 def test_every_writable_array_is_checked_with_concurrent_callers(monkeypatch):
-    from concurrent.futures import ThreadPoolExecutor
     seen = []
     lookup = emulator.GuardedNumpy.guarded_buffer
 
@@ -106,14 +107,8 @@ def test_every_writable_array_is_checked_with_concurrent_callers(monkeypatch):
         return buf
 
     monkeypatch.setattr(emulator.GuardedNumpy, "guarded_buffer", recording)
-    rng = np.random.default_rng(1)
-    cases = [(rng.integers(-3, 4, (1, 6, 7, 4)).astype(np.float32), rng.integers(-3, 4, (3, 3, 4, 5)).astype(np.float32))
-             for _ in range(8)]
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda c: gpuconv.conv2d(*c, padding="SAME", backend="emulator", algorithm="gemm"),
-                                cases))
-    for (x, w), y in zip(cases, results):
-        np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, problem(x.shape, w.shape)))
+    cases = integer_cases(1, 8, (1, 6, 7, 4), (3, 3, 4, 5))
+    assert_exact_from_threads(cases, threads=4, algorithm="gemm")
     assert len(seen) >= 2 * len(cases)  # im2col's workspace and gemm's output, per call
     assert all(buf is not None for buf in seen), f"{sum(b is None for b in seen)} of {len(seen)} arrays unchecked"
 
