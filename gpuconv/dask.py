@@ -71,7 +71,7 @@ def conv2d(input, filters, strides: IntOrInts = 1, padding: Padding = "VALID", d
     meta = da.utils.meta_from_array(x._meta, ndim=x.ndim, dtype=x.dtype)
     return da.map_blocks(_block, x, w=w, splits=(split_h, split_w), axes=(ah, aw, ac), strides=(p.SH, p.SW),
                          dilations=(p.DH, p.DW), data_format=p.layout, backend=backend, algorithm=algorithm,
-                         chunks=tuple(chunks), dtype=x.dtype, meta=meta, name="gpuconv-conv2d")
+                         chunks=tuple(chunks), dtype=x.dtype, meta=meta, token="gpuconv-conv2d")
 
 
 def _block(xb, *, w, splits: tuple[AxisSplit, AxisSplit], axes, strides, dilations, data_format, backend,
