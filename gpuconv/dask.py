@@ -77,10 +77,8 @@ def conv2d(input, filters, strides: IntOrInts = 1, padding: Padding = "VALID", d
 def _block(xb, *, w, splits: tuple[AxisSplit, AxisSplit], axes, strides, dilations, data_format, backend,
            algorithm, block_id):
     """One output block: this block's rows and columns, with the padding that falls on them."""
-    (ah, aw, ac), windows = axes, []
-    for split, axis in zip(splits, (ah, aw)):
-        windows.append(split.block_window(block_id[axis]))
-    (h0, h1, pt, pb), (w0, w1, pl, pr) = windows
+    ah, aw, ac = axes
+    (h0, h1, pt, pb), (w0, w1, pl, pr) = (s.block_window(block_id[a]) for s, a in zip(splits, (ah, aw)))
     shape = list(xb.shape)
     shape[ah], shape[aw], shape[ac] = (splits[0].out_chunks[block_id[ah]], splits[1].out_chunks[block_id[aw]],
                                        w.shape[3])

@@ -106,6 +106,16 @@ def test_matches_in_memory_conv2d_exactly(client, case, seed):
     np.testing.assert_array_equal(y, expected)
 
 
+def test_a_block_of_outputs_that_read_only_padding(client):
+    # stride 3, 1x1, 5 rows of top padding: outputs 0 and 1 read padding; H chunks of 1 cut after them
+    x = np.arange(1, 1 + 10 * 4 * 2, dtype=np.float32).reshape(1, 10, 4, 2)
+    w = np.ones((1, 1, 2, 3), np.float32)
+    pads = [[0, 0], [5, 0], [0, 0], [0, 0]]
+    yd = gdask.conv2d(da.from_array(x, chunks=(1, 1, 4, 2)), w, 3, pads)
+    assert yd.chunks[1][0] == 2
+    np.testing.assert_array_equal(client.compute(yd).result(), gpuconv.conv2d(x, w, 3, pads))
+
+
 def test_filters_sit_in_the_graph_once():
     import cloudpickle
     w = np.ones((3, 3, 8, 256), np.float32)                 # 72 KiB, 64 output blocks
