@@ -8,5 +8,13 @@ from .version import package_version as _package_version
 
 __version__: str = _package_version()
 
+
+def __getattr__(name: str):
+    if name == "dask":  # gpuconv.dask needs the optional dask extra: imported on first use
+        import importlib
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module 'gpuconv' has no attribute {name!r}")
+
+
 __all__ = ["conv2d", "algorithms", "available_backends", "set_workspace", "settings", "ConvProblem",
            "parse_problem", "conv2d_reference", "__version__"]

@@ -11,6 +11,7 @@ from .arg_types import IntOrInts, NumpyInput, Padding
 from .backends import check_backend_name, get_backend, unusable_reason
 from .backends.cuda.cupy_backend import device_scope
 from .dtypes import SUPPORTED
+from .interop import Call
 from .nonfinite import add_nonfinite_terms, split_filters
 from .problem import parse_problem
 
@@ -80,17 +81,17 @@ def _resolve_backend(backend, x, p):
 @overload
 def conv2d(input: NumpyInput, filters: NumpyInput, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto") -> np.ndarray: ...
+           algorithm: str = "auto", out: Optional[np.ndarray] = None) -> np.ndarray: ...
 
 
 @overload
 def conv2d(input: Any, filters: Any, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto") -> Any: ...  # a CuPy array in, a CuPy array out
+           algorithm: str = "auto", out: Any = None) -> Any: ...  # CuPy, PyTorch, JAX, ... (gpuconv.interop)
 
 
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=None, *,
-           backend="auto", algorithm="auto"):
+           backend="auto", algorithm="auto", out=None):
     """2-D convolution with the semantics of tf.nn.conv2d.
 
     input: [*batch, H, W, C] (NHWC) or [*batch, C, H, W] (NCHW); any leading batch shape.
@@ -99,7 +100,11 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     backend: "auto", "numpy", "cupy" or "emulator"; algorithm: "auto" or one of
     gpuconv.algorithms(backend). Returns the array type of `input`, in its dtype and layout. Nested lists
     of Python numbers become float32, or the other argument's float dtype when that one is an array.
+    Arrays with __dlpack__ or __cuda_array_interface__ are used in place (gpuconv.interop); `out`, an
+    array of the result's shape and dtype, receives the result and is returned.
     """
+    call = Call.enter(input, filters, out)  # foreign arrays in, the caller's type (or out) back
+    input, filters = call.input, call.filters
     x = _as_array("input", input, like=filters if isinstance(filters, np.ndarray) or _is_cupy(filters) else None)
     w = _as_array("filters", filters, like=x)
     p, batch_shape = parse_problem(x.shape, x.dtype, w.shape, w.dtype, strides, padding, data_format, dilations)
@@ -130,4 +135,4 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
         y = be.run(p, x4, w_finite, algorithm)
         if len(bad) and not p.is_empty:
             add_nonfinite_terms(p, _like(x4, y), _like(w, y), y, bad)
-    return _like(y.reshape(tuple(batch_shape) + tuple(y.shape[1:])), x)  # the caller's array type
+    return call.result(_like(y.reshape(tuple(batch_shape) + tuple(y.shape[1:])), x))  # the caller's array type

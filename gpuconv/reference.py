@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from .interop import to_host
 from .problem import ConvProblem
 
 
 def conv2d_reference(x: npt.ArrayLike, w: npt.ArrayLike, p: ConvProblem) -> np.ndarray:
     """float64 result in p.layout; x is [N, ...] in p.layout, w is HWIO."""
-    x = np.asarray(x).astype(np.float64)
-    w = np.asarray(w).astype(np.float64)
+    x = to_host("x", x).astype(np.float64)  # NumPy, CuPy, or any array with __dlpack__
+    w = to_host("w", w).astype(np.float64)
     if p.layout == "NCHW":
         x = x.transpose(0, 2, 3, 1)
     y = np.zeros((p.N, p.OH, p.OW, p.K))
@@ -41,4 +42,5 @@ def conv2d_reference(x: npt.ArrayLike, w: npt.ArrayLike, p: ConvProblem) -> np.n
 
 def abs_conv_bound(x, w, p: ConvProblem) -> np.ndarray:
     """(|x| conv |w|): the scale that rounding errors of the sum are proportional to."""
-    return conv2d_reference(np.abs(np.asarray(x).astype(np.float64)), np.abs(np.asarray(w).astype(np.float64)), p)
+    x, w = (np.abs(to_host(n, a).astype(np.float64)) for n, a in (("x", x), ("w", w)))
+    return conv2d_reference(x, w, p)

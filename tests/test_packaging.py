@@ -114,3 +114,12 @@ def test_built_wheel_holds_license_and_py_typed(tmp_path):
     assert "gpuconv/py.typed" in names and "gpuconv/kernels/host/cuda_host.h" in names
     (license_name,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
     assert zipfile.ZipFile(wheel).read(license_name) == (ROOT / "LICENSE").read_bytes()
+
+
+def test_dask_extra_and_the_test_extra_bring_dask_and_distributed():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    for extra in ("dask", "test"):
+        names = {Requirement(r).name for r in extras[extra]}
+        assert {"dask", "distributed"} <= names, extra
+    assert "array" in next(Requirement(r) for r in extras["dask"] if r.startswith("dask")).extras
