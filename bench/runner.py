@@ -32,6 +32,7 @@ from gpuconv.problem import parse_problem
 from gpuconv.reference import conv2d_reference
 
 from . import peers as peers_mod
+from . import scaling as scaling_mod
 from .layers import BY_NAME, LAYERS, QUICK_LAYERS
 from .peers import TRACEMALLOC, Case, Gpuconv, Impl
 
@@ -66,7 +67,7 @@ def _names_arg(option: str, known: list[str], none_ok: bool):
     return parse
 
 
-_layers_arg = _names_arg("--layers", [layer.name for layer in LAYERS], none_ok=False)
+_layers_arg = _names_arg("--layers", [layer.name for layer in LAYERS], none_ok=True)
 _peers_arg = _names_arg("--peers", list(peers_mod.PEER_NAMES), none_ok=True)
 
 
@@ -121,6 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("GPUCONV_BENCH_OUT", "bench-results")),
                         help="folder for the JSON and PNG (default $GPUCONV_BENCH_OUT or ./bench-results)")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time one large convolution through gpuconv.dask.conv2d on 1, 2 and 4 dask "
+                             "workers (threads and processes; needs the dask extra); --layers none for it alone")
 
 
 # --- measuring -------------------------------------------------------------------------------------------
@@ -524,6 +528,8 @@ def run(args) -> int:
     why = _out_dir_problem(args.out)
     if why is not None:
         return _error(why)
+    if args.scaling and scaling_mod.unavailable() is not None:
+        return _error(f"--scaling needs dask and distributed: {scaling_mod.unavailable()}")
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -533,7 +539,7 @@ def run(args) -> int:
         console = Console(width=170)           # logs and containers: keep the table's columns readable
     quick = args.quick
     args.repeats = args.repeats or (2 if quick else 5)
-    layer_names = args.layers or (list(QUICK_LAYERS) if quick else [layer.name for layer in LAYERS])
+    layer_names = args.layers if args.layers is not None else (list(QUICK_LAYERS) if quick else [layer.name for layer in LAYERS])
     gpuconv_impls = args.backends if args.backends is not None else _backends_arg(DEFAULT_BACKENDS)
     peer_names = args.peers if args.peers is not None else list(peers_mod.PEER_NAMES)
     all_peers = peers_mod.make_peers(QUICK_PER_PIXEL_BUDGET if quick else PER_PIXEL_BUDGET)
@@ -577,6 +583,11 @@ def run(args) -> int:
             layers_res.append(lr)
             progress.console.print(_layer_line(lr))
 
+    scaling = None
+    if args.scaling:
+        with console.status("scaling") as status:
+            scaling = scaling_mod.run_scaling(quick, args.repeats, args.warmup, progress=status.update)
+
     report = {
         "schema": SCHEMA,
         "date": started.isoformat(timespec="seconds"),
@@ -604,19 +615,27 @@ def run(args) -> int:
         "not_run": not_run,
         "layers": layers_res,
         "summary": summarise(layers_res, [i.name for i in impls if i.kind == "gpuconv"]),
+        "scaling": scaling,
     }
     stem = f"bench-{dtype.name}-{started.strftime('%Y%m%dT%H%M%SZ')}"
     json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print_table(report, console)
     console.print(f"JSON: {escape(str(json_path))}")
-    md_path = out_dir / f"{stem}.md"
-    md_path.write_text(markdown_table(report))
-    console.print(f"Markdown table: {escape(str(md_path))}")
-    if not args.no_chart:
-        png_path = out_dir / f"{stem}.png"
-        draw_chart(report, png_path)
-        console.print(f"chart: {escape(str(png_path))}")
+    if layers_res:  # `--layers none --scaling` has no layer table
+        print_table(report, console)
+        md_path = out_dir / f"{stem}.md"
+        md_path.write_text(markdown_table(report))
+        console.print(f"Markdown table: {escape(str(md_path))}")
+        if not args.no_chart:
+            png_path = out_dir / f"{stem}.png"
+            draw_chart(report, png_path)
+            console.print(f"chart: {escape(str(png_path))}")
+    if scaling is not None:
+        scaling_mod.print_scaling(scaling, console)
+        if not args.no_chart:
+            scaling_png = out_dir / f"{stem}-scaling.png"
+            scaling_mod.draw_scaling(scaling, scaling_png)
+            console.print(f"scaling chart: {escape(str(scaling_png))}")
     console.print(f"[dim]{report['wall_seconds']:.0f} s[/dim]")
     return 0
 

@@ -212,3 +212,29 @@ def test_rich_output_keeps_brackets_from_reasons_and_paths(tmp_path, capsys):
     print_table(report, console)
     printed = capsys.readouterr().out
     assert 'pip install "gpuconv[cuda13]"' in printed and "Imaginary CPU [v2]" in printed, printed
+
+
+def test_scaling_section_times_dask_workers(tmp_path):
+    """`--scaling` alone (`--layers none`): six LocalCluster runs (1, 2, 4 workers as threads and as
+    processes) in the JSON, efficiencies consistent with the times, and the chart."""
+    pytest.importorskip("distributed", reason="distributed is not installed (pip install 'gpuconv[dask]')")
+    out = tmp_path / "out"
+    assert cli_main(["bench", "--quick", "--layers", "none", "--scaling", "--repeats", "1", "--warmup", "0",
+                     "--out", str(out)]) == 0
+    (report_path,) = out.glob("bench-*.json")
+    section = json.loads(report_path.read_text())["scaling"]
+    runs = section["runs"]
+    assert [(r["mode"], r["workers"]) for r in runs] == [(m, n) for m in ("threads", "processes") for n in (1, 2, 4)]
+    for r in runs:
+        one = next(o for o in runs if o["mode"] == r["mode"] and o["workers"] == 1)
+        assert r["median_s"] > 0
+        assert r["efficiency"] == pytest.approx(one["median_s"] / (r["workers"] * r["median_s"]), rel=1e-2)
+    assert section["in_memory_median_s"] > 0 and section["blocks"] == 8
+    assert len(list(out.glob("bench-*-scaling.png"))) == 1
+
+
+def test_scaling_without_dask_names_the_extra(tmp_path, monkeypatch, capsys):
+    from gpuconv.bench import scaling
+    monkeypatch.setattr(scaling, "unavailable", lambda: 'dask is not installed: pip install "gpuconv[dask]"')
+    assert cli_main(["bench", "--quick", "--scaling", "--out", str(tmp_path / "out")]) == 2
+    assert 'pip install "gpuconv[dask]"' in capsys.readouterr().err
