@@ -110,6 +110,16 @@ def test_plain_emulator_poisons_template_shared_arrays():
         x = x + 100
 
 
+def test_shuffle_width_must_be_a_power_of_two():
+    src = ('extern "C" __global__ void bad_width(float* y) {\n'
+           '    y[threadIdx.x] = __shfl_down_sync(0xffffffffu, float(threadIdx.x), 1, 12);\n}\n')
+    from gpuconv.backends.cuda.emulator import EmulatedModule
+    m = EmulatedModule("sanitizer_bad_width", src)
+    with pytest.raises(RuntimeError, match=r"synccheck: __shfl_down_sync\(mask 0xffffffff\) .* passes a width that "
+                                           r"is not a power of two"):
+        m.launch(Launch("sanitizer_bad_width", "bad_width", (1, 1, 1), (32, 1, 1), 0, (np.zeros(32, np.float32),)))
+
+
 def test_distinct_bytes_moved(module):
     """coalesced reads 32 floats of x and writes 32 of y; stride32 reads 32 floats spread over 1024."""
     c = run(module, "coalesced", tools=(), counters=True)

@@ -172,9 +172,11 @@ inline T from_bits(uint64_t b) {
     return v;
 }
 
-// The lane a shuffle reads, or 32 when it keeps its own value (source outside its width segment).
+// The lane a shuffle reads, 32 when it keeps its own value (source outside its width segment), 34 for
+// an invalid width.
 inline unsigned shfl_source(int kind, unsigned lane, int arg, int width) {
     const unsigned w = unsigned(width), base = lane & ~(w - 1);
+    if (width <= 0 || w > 32 || (w & (w - 1)) != 0) return 34;  // reported by warp_release
     switch (kind) {
         case 0: return base + (unsigned(arg) & (w - 1));                                      // indexed
         case 1: return lane - base >= unsigned(arg) ? lane - unsigned(arg) : 32u;           // up
@@ -249,6 +251,8 @@ GPUCONV_RUNTIME inline bool warp_release(unsigned nthreads, bool& released) {
                         problem = "arrives with another mask or at another warp primitive";
                     else if (f.warp.src < 32 && !((c0.mask >> f.warp.src) & 1u))
                         problem = "reads a lane outside the mask";
+                    else if (f.warp.src == 34)
+                        problem = "passes a width that is not a power of two from 1 to 32";
                 } else {
                     problem = f.state == State::Done ? "is named in the mask but has exited"
                                                      : "is named in the mask but waits at __syncthreads()";
