@@ -26,6 +26,7 @@ def _child(queue):
 
 @pytest.mark.skipif(not hasattr(os, "register_at_fork") or sys.platform == "win32", reason="needs fork()")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")  # JAX, when another test imported it
 def test_forked_child_runs_worker_threads(monkeypatch):
     monkeypatch.setattr(nb, "cpu_workers", lambda: 2)   # the split over worker threads even on one CPU
     expected = float(np.abs(_depthwise()).sum())        # the parent's pool now has live threads
