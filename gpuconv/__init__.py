@@ -2,6 +2,7 @@
 from .api import conv2d
 from .backends import algorithms, available_backends
 from .config import set_workspace, settings
+from .gradients import conv2d_backprop_filter, conv2d_backprop_input, conv2d_grads, conv2d_transpose
 from .problem import ConvProblem, parse_problem
 from .reference import conv2d_reference
 from .version import package_version as _package_version
@@ -16,5 +17,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gpuconv' has no attribute {name!r}")
 
 
-__all__ = ["conv2d", "algorithms", "available_backends", "set_workspace", "settings", "ConvProblem",
+__all__ = ["conv2d", "conv2d_backprop_input", "conv2d_backprop_filter", "conv2d_transpose", "conv2d_grads", "algorithms", "available_backends", "set_workspace", "settings", "ConvProblem",
            "parse_problem", "conv2d_reference", "__version__"]

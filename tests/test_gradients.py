@@ -1,0 +1,111 @@
+"""gpuconv's conv2d gradients (gpuconv/gradients.py): the adjoint identities of the forward convolution in
+float64 on every curated configuration, TensorFlow's GradientTape and conv2d_transpose where TF's CPU kernels
+run the case, half types within their rounding, and the argument checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv import conv2d_backprop_filter, conv2d_backprop_input, conv2d_grads, conv2d_transpose
+
+from configs import CURATED, CURATED_IDS
+
+
+def _operands(case, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    w = rng.standard_normal(case.w_shape).astype(dtype)
+    y_shape = gpuconv.conv2d(x, w, case.strides, case.padding, case.data_format, case.dilations,
+                             backend="numpy").shape
+    dy = rng.standard_normal(y_shape).astype(dtype)
+    return x, w, dy
+
+
+@pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
+def test_gradients_are_the_adjoints_of_the_convolution(case):
+    """<conv2d(x, w), dy> = <x, backprop_input(dy)> = <w, backprop_filter(x, dy)>: the definition of both
+    gradients, exact up to float64 rounding, for every stride, padding, dilation, group and layout."""
+    x, w, dy = _operands(case)
+    args = (case.strides, case.padding, case.data_format, case.dilations)
+    y = gpuconv.conv2d(x, w, *args, backend="numpy")
+    dx, dw = conv2d_grads(x, w, dy, *args)
+    assert dx.shape == x.shape and dw.shape == w.shape and dx.dtype == dw.dtype == np.float64
+    scale = np.abs(y).sum() * np.abs(dy).max() + 1e-300
+    assert abs(np.vdot(y, dy) - np.vdot(x, dx)) <= 1e-12 * scale
+    assert abs(np.vdot(y, dy) - np.vdot(w, dw)) <= 1e-12 * scale
+    np.testing.assert_array_equal(dx, conv2d_backprop_input(x.shape, w, dy, *args))
+    np.testing.assert_array_equal(dw, conv2d_backprop_filter(x, w.shape, dy, *args))
+
+
+# NHWC, one group, no dilation: what TF's CPU kernels compute ("Current CPU implementations do not yet
+# support dilation rates larger than 1" for the gradients; gpuconv's are checked by the adjoint test above)
+TF_CASES = [
+    dict(x=(2, 9, 11, 3), w=(3, 3, 3, 4), strides=1, padding="SAME", dilations=1),
+    dict(x=(2, 10, 9, 4), w=(3, 2, 4, 5), strides=2, padding="VALID", dilations=1),
+    dict(x=(1, 12, 13, 3), w=(5, 5, 3, 2), strides=3, padding="SAME", dilations=1),
+    dict(x=(2, 8, 7, 2), w=(2, 3, 2, 3), strides=[1, 2], padding=[[0, 0], [1, 2], [0, 1], [0, 0]], dilations=1),
+]
+
+
+@pytest.mark.parametrize("c", TF_CASES, ids=[f"tf{i}" for i in range(len(TF_CASES))])
+def test_gradients_match_tensorflow(c):
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (the test extra has it)")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(c["x"]).astype(np.float32)
+    w = rng.standard_normal(c["w"]).astype(np.float32)
+    args = (c["strides"], c["padding"], "NHWC", c["dilations"])
+    dy = rng.standard_normal(gpuconv.conv2d(x, w, *args).shape).astype(np.float32)
+    xt, wt = tf.constant(x), tf.constant(w)
+    with tf.GradientTape() as tape:
+        tape.watch([xt, wt])
+        y = tf.nn.conv2d(xt, wt, c["strides"], c["padding"], "NHWC", c["dilations"])
+    tdx, tdw = tape.gradient(y, [xt, wt], output_gradients=tf.constant(dy))
+    dx, dw = conv2d_grads(x, w, dy, *args)
+    np.testing.assert_allclose(dx, tdx.numpy(), rtol=1e-4, atol=1e-4 * np.abs(tdx.numpy()).max())
+    np.testing.assert_allclose(dw, tdw.numpy(), rtol=1e-4, atol=1e-4 * np.abs(tdw.numpy()).max())
+
+
+def test_conv2d_transpose_matches_tensorflow():
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (the test extra has it)")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 5, 6, 4)).astype(np.float32)          # the transposed conv's input
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)          # [KH, KW, out channels, in channels]
+    out_shape = (2, 10, 12, 3)
+    y = conv2d_transpose(x, w, out_shape, strides=2, padding="SAME")
+    ty = tf.nn.conv2d_transpose(tf.constant(x), tf.constant(w), out_shape, strides=2, padding="SAME").numpy()
+    np.testing.assert_allclose(y, ty, rtol=1e-4, atol=1e-4 * np.abs(ty).max())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_lower_precision_within_rounding(dtype):
+    """Accumulated in float32 (float32: as is) and rounded once: close to the float64 gradients."""
+    from gpuconv.dtypes import unit_roundoff
+    from configs import np_dtype
+    case = next(c for c in CURATED if c.data_format == "NHWC" and c.K >= 4)
+    x, w, dy = _operands(case, seed=5)
+    args = (case.strides, case.padding, case.data_format, case.dilations)
+    dt = np_dtype(dtype)
+    xl, wl, dyl = (a.astype(dt) for a in (x, w, dy))
+    dx64, dw64 = conv2d_grads(*(a.astype(np.float64) for a in (xl, wl, dyl)), *args)
+    dx, dw = conv2d_grads(xl, wl, dyl, *args)
+    assert dx.dtype == dw.dtype == dt
+    u = unit_roundoff(dt)
+    for got, ref in ((dx, dx64), (dw, dw64)):
+        err = np.abs(got.astype(np.float64) - ref)
+        assert (err <= 2 * u * np.abs(ref) + 1e-5 * np.abs(ref).max()).all(), err.max()
+
+
+def test_bad_arguments_name_what_is_wrong():
+    x = np.zeros((1, 6, 6, 2), np.float32)
+    w = np.zeros((3, 3, 2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"out_backprop has shape \(1, 5, 5, 4\); expected \(1, 4, 4, 4\)"):
+        conv2d_backprop_input(x.shape, w, np.zeros((1, 5, 5, 4), np.float32))
+    with pytest.raises(ValueError, match=r"filter_sizes=\[3, 3, 2\] is not allowed: expected 4 non-negative ints"):
+        conv2d_backprop_filter(x, [3, 3, 2], np.zeros((1, 4, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"input_sizes=\[1, 6, -6, 2\] is not allowed"):
+        conv2d_backprop_input([1, 6, -6, 2], w, np.zeros((1, 4, 4, 4), np.float32))
+    with pytest.raises(TypeError, match=r"out_backprop has dtype float64; expected float32"):
+        conv2d_backprop_input(x.shape, w, np.zeros((1, 4, 4, 4), np.float64))
+    with pytest.raises(ValueError, match=r"padding='FULL' is not allowed"):
+        conv2d_grads(x, w, np.zeros((1, 4, 4, 4), np.float32), padding="FULL")
