@@ -92,8 +92,9 @@ def _backprop_input(p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray
                 if p.CG == 1 and p.KG == 1:                          # depthwise: no GEMM, a product
                     target += g * wt[kh, kw, :, 0, 0]
                     continue
-                g = g.reshape(g.shape[:3] + (p.G, 1, p.KG))
-                target += np.matmul(g, wt[kh, kw]).reshape(target.shape)  # [nb, h, w, G, 1, CG]
+                m = int(np.prod(g.shape[:3]))
+                contrib = np.matmul(g.reshape(m, p.G, p.KG).transpose(1, 0, 2), wt[kh, kw])  # [G, m, CG]
+                target += contrib.transpose(1, 0, 2).reshape(target.shape)
     x_shape = (p.N, p.H, p.W, p.C) if p.layout == "NHWC" else (p.N, p.C, p.H, p.W)
     out = np.empty(x_shape, p.dtype)
     nhwc_view(out, p.layout)[...] = dx
