@@ -70,10 +70,17 @@ def _problem(x_shape, w_shape, dtype, dy, strides, padding, data_format, dilatio
     return p, batch
 
 
-def _tap_blocks(p: ConvProblem, ct):
-    """Output blocks within the workspace bound: per pixel one dy row and one input row in the accumulator."""
+def _tap_slices(p: ConvProblem, dyv: np.ndarray, ct):
+    """For every output block within the workspace bound (per pixel: one dy row and one input row in the
+    accumulator, and their copies) and every filter tap reading inside the image: (kh, kw, images, input
+    rows, input columns, the block's dy pixels of that tap in the accumulator type)."""
     per_pixel = ct.itemsize * (p.K + p.C) * 2
-    return output_blocks(p, per_pixel, config.numpy_workspace_bytes())
+    for block in output_blocks(p, per_pixel, config.numpy_workspace_bytes()):
+        n0, n1, oh0, oh1, ow0, ow1 = block
+        for kh, kw, (a, b), (c, d), rows, cols in _taps(p, block):
+            if rows is not None and cols is not None:
+                g = dyv[n0:n1, oh0 + a:oh0 + b, ow0 + c:ow0 + d].astype(ct, copy=False)
+                yield kh, kw, slice(n0, n1), rows, cols, g
 
 
 def _backprop_input(p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -82,19 +89,14 @@ def _backprop_input(p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray
     dyv = nhwc_view(dy.reshape((p.N,) + dy.shape[-3:]), p.layout)
     dx = np.zeros((p.N, p.H, p.W, p.C), ct)
     with _ieee():
-        for block in _tap_blocks(p, ct):
-            n0, n1, oh0, oh1, ow0, ow1 = block
-            for kh, kw, (a, b), (c, d), rows, cols in _taps(p, block):
-                if rows is None or cols is None:
-                    continue
-                g = dyv[n0:n1, oh0 + a:oh0 + b, ow0 + c:ow0 + d].astype(ct, copy=False)
-                target = dx[n0:n1, rows, cols]
-                if p.CG == 1 and p.KG == 1:                          # depthwise: no GEMM, a product
-                    target += g * wt[kh, kw, :, 0, 0]
-                    continue
-                m = int(np.prod(g.shape[:3]))
-                contrib = np.matmul(g.reshape(m, p.G, p.KG).transpose(1, 0, 2), wt[kh, kw])  # [G, m, CG]
-                target += contrib.transpose(1, 0, 2).reshape(target.shape)
+        for kh, kw, images, rows, cols, g in _tap_slices(p, dyv, ct):
+            target = dx[images, rows, cols]
+            if p.CG == 1 and p.KG == 1:                          # depthwise: no GEMM, a product
+                target += g * wt[kh, kw, :, 0, 0]
+                continue
+            m = int(np.prod(g.shape[:3]))
+            contrib = np.matmul(g.reshape(m, p.G, p.KG).transpose(1, 0, 2), wt[kh, kw])  # [G, m, CG]
+            target += contrib.transpose(1, 0, 2).reshape(target.shape)
     x_shape = (p.N, p.H, p.W, p.C) if p.layout == "NHWC" else (p.N, p.C, p.H, p.W)
     out = np.empty(x_shape, p.dtype)
     nhwc_view(out, p.layout)[...] = dx
@@ -107,17 +109,10 @@ def _backprop_filter(p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarra
     dyv = nhwc_view(dy.reshape((p.N,) + dy.shape[-3:]), p.layout)
     dw = np.zeros((p.KH, p.KW, p.G, p.CG, p.KG), ct)
     with _ieee():
-        for block in _tap_blocks(p, ct):
-            n0, n1, oh0, oh1, ow0, ow1 = block
-            for kh, kw, (a, b), (c, d), rows, cols in _taps(p, block):
-                if rows is None or cols is None:
-                    continue
-                xs = xv[n0:n1, rows, cols].astype(ct, copy=False)
-                g = dyv[n0:n1, oh0 + a:oh0 + b, ow0 + c:ow0 + d].astype(ct, copy=False)
-                m = int(np.prod(g.shape[:3]))
-                xs = xs.reshape(m, p.G, p.CG).transpose(1, 2, 0)          # [G, CG, m]
-                g = g.reshape(m, p.G, p.KG).transpose(1, 0, 2)            # [G, m, KG]
-                dw[kh, kw] += np.matmul(xs, g)
+        for kh, kw, images, rows, cols, g in _tap_slices(p, dyv, ct):
+            m = int(np.prod(g.shape[:3]))
+            xs = xv[images, rows, cols].astype(ct, copy=False).reshape(m, p.G, p.CG).transpose(1, 2, 0)  # [G, CG, m]
+            dw[kh, kw] += np.matmul(xs, g.reshape(m, p.G, p.KG).transpose(1, 0, 2))                     # [G, m, KG]
     return dw.transpose(0, 1, 3, 2, 4).reshape(p.KH, p.KW, p.CG, p.K).astype(p.dtype)
 
 
