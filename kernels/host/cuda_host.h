@@ -68,7 +68,7 @@ enum class State { Runnable, AtBarrier, AtWarpSync, Done };
 struct WarpCall {
     const char* op;         // "__syncwarp", "__shfl_sync", ...: every lane of the mask must bring the same
     unsigned mask;
-    unsigned src;           // shuffles: the lane to read (32: none, keep its own value)
+    unsigned src;           // shuffles: the lane to read; 32: keep its own value, 33: a vote, 34: a bad width
     uint64_t value;         // the lane's operand bits (shuffles) or predicate (votes)
     uint64_t result;
 };
