@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gpuconv
 from gpuconv import conv2d_backprop_filter, conv2d_backprop_input, conv2d_grads, conv2d_transpose
 
+import configs
 from configs import CURATED, CURATED_IDS
+
+
+def _check_adjoint(case, seed=0):
+    x, w, dy = _operands(case, seed=seed)
+    args = (case.strides, case.padding, case.data_format, case.dilations)
+    y = gpuconv.conv2d(x, w, *args, backend="numpy")
+    dx, dw = conv2d_grads(x, w, dy, *args)
+    assert dx.shape == x.shape and dw.shape == w.shape and dx.dtype == dw.dtype == np.float64
+    scale = np.abs(y).sum() * np.abs(dy).max() + np.abs(x).sum() * np.abs(dx).max() + 1e-300
+    assert abs(np.vdot(y, dy) - np.vdot(x, dx)) <= 1e-12 * scale
+    assert abs(np.vdot(y, dy) - np.vdot(w, dw)) <= 1e-12 * scale
+    return x, w, dy, args, dx, dw
 
 
 def _operands(case, dtype=np.float64, seed=0):
@@ -26,20 +40,20 @@ def _operands(case, dtype=np.float64, seed=0):
 def test_gradients_are_the_adjoints_of_the_convolution(case):
     """<conv2d(x, w), dy> = <x, backprop_input(dy)> = <w, backprop_filter(x, dy)>: the definition of both
     gradients, exact up to float64 rounding, for every stride, padding, dilation, group and layout."""
-    x, w, dy = _operands(case)
-    args = (case.strides, case.padding, case.data_format, case.dilations)
-    y = gpuconv.conv2d(x, w, *args, backend="numpy")
-    dx, dw = conv2d_grads(x, w, dy, *args)
-    assert dx.shape == x.shape and dw.shape == w.shape and dx.dtype == dw.dtype == np.float64
-    scale = np.abs(y).sum() * np.abs(dy).max() + 1e-300
-    assert abs(np.vdot(y, dy) - np.vdot(x, dx)) <= 1e-12 * scale
-    assert abs(np.vdot(y, dy) - np.vdot(w, dw)) <= 1e-12 * scale
+    x, w, dy, args, dx, dw = _check_adjoint(case)
     np.testing.assert_array_equal(dx, conv2d_backprop_input(x.shape, w, dy, *args))
     np.testing.assert_array_equal(dw, conv2d_backprop_filter(x, w.shape, dy, *args))
 
 
-# NHWC, one group, no dilation: what TF's CPU kernels compute ("Current CPU implementations do not yet
-# support dilation rates larger than 1" for the gradients; gpuconv's are checked by the adjoint test above)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(data=st.data())
+def test_gradients_are_the_adjoints_on_generated_cases(data):
+    """The same identities on hypothesis-generated configurations (the forward suite's generator)."""
+    case, _ = data.draw(configs.cases(configs.SCALES["numpy"], ("float64",)))
+    _check_adjoint(case, seed=1)
+
+
 TF_CASES = [
     dict(x=(2, 9, 11, 3), w=(3, 3, 3, 4), strides=1, padding="SAME", dilations=1),
     dict(x=(2, 10, 9, 4), w=(3, 2, 4, 5), strides=2, padding="VALID", dilations=1),
