@@ -97,6 +97,8 @@ def _backprop_input(p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray
             m = int(np.prod(g.shape[:3]))
             contrib = np.matmul(g.reshape(m, p.G, p.KG).transpose(1, 0, 2), wt[kh, kw])  # [G, m, CG]
             target += contrib.transpose(1, 0, 2).reshape(target.shape)
+    if p.layout == "NHWC" and dx.dtype == p.dtype:
+        return dx
     x_shape = (p.N, p.H, p.W, p.C) if p.layout == "NHWC" else (p.N, p.C, p.H, p.W)
     out = np.empty(x_shape, p.dtype)
     nhwc_view(out, p.layout)[...] = dx

@@ -123,3 +123,35 @@ def test_bad_arguments_name_what_is_wrong():
         conv2d_backprop_input(x.shape, w, np.zeros((1, 4, 4, 4), np.float64))
     with pytest.raises(ValueError, match=r"padding='FULL' is not allowed"):
         conv2d_grads(x, w, np.zeros((1, 4, 4, 4), np.float32), padding="FULL")
+
+
+GRAD_WS_CASES = [((2, 40, 40, 16), (3, 3, 16, 16), 1), ((2, 40, 40, 16), (3, 3, 16, 8), 2),
+                 ((2, 40, 40, 16), (3, 3, 4, 16), 1), ((2, 40, 40, 16), (3, 3, 1, 16), 1)]
+
+
+@pytest.mark.parametrize("xs,ws,strides", GRAD_WS_CASES, ids=["3x3", "stride2", "grouped", "depthwise"])
+def test_gradients_stay_within_the_numpy_workspace(xs, ws, strides, monkeypatch):
+    """Both gradients split their GEMMs into pixel blocks sized by the NumPy workspace bound: the peak of
+    NumPy's allocations (tracemalloc) beyond the result stays near the bound, and the result is unchanged."""
+    import tracemalloc
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    dy = rng.standard_normal(gpuconv.conv2d(x, w, strides, "SAME").shape).astype(np.float32)
+    calls = [(lambda: conv2d_backprop_input(xs, w, dy, strides, "SAME"), x.nbytes),
+             (lambda: conv2d_backprop_filter(x, ws, dy, strides, "SAME"), w.nbytes)]
+    unbounded = [f() for f, _ in calls]
+    budget = 64 << 10
+    monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", budget)
+    for (f, result_bytes), expected in zip(calls, unbounded):
+        f()
+        tracemalloc.start()
+        try:
+            got = f()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+        # Beyond the bound: the result, the filters' re-arranged copy and NumPy's fixed-size iterator buffers.
+        allowed = budget + result_bytes + 2 * w.nbytes + (128 << 10)
+        assert peak <= allowed, f"peak {peak} bytes > {allowed} (bound {budget} + result {result_bytes})"
