@@ -209,6 +209,54 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
 
+// ---- asynchronous global -> shared copies (kernels/async_copy.cuh) ----
+// For now the copy lands at the call, as on GPUs before sm_80; commit and wait only count groups.
+namespace gpuconv_emu {
+
+// False (and the launch's error) for a copy the GPU would fault on or refuse.
+GPUCONV_RUNTIME inline bool async_copy_ok(const void* dst, const void* src, int bytes, int src_bytes) {
+    char msg[200];
+    if (reinterpret_cast<uintptr_t>(dst) % unsigned(bytes) || reinterpret_cast<uintptr_t>(src) % unsigned(bytes)) {
+        std::snprintf(msg, sizeof msg, "async_copy<%d>: shared %p or global %p is not %d-byte aligned", bytes, dst,
+                      src, bytes);
+    } else if (src_bytes < 0 || src_bytes > bytes) {
+        std::snprintf(msg, sizeof msg, "async_copy<%d>: src_bytes=%d is outside [0, %d]", bytes, src_bytes, bytes);
+    } else {
+        return true;
+    }
+    if (rt().error.empty()) rt().error = msg;
+    return false;
+}
+
+template <int B>
+struct alignas(B) CopyChunk { unsigned char b[B]; };
+
+// Not GPUCONV_RUNTIME: these are the kernel's own accesses, which the sanitizer checks (a whole chunk is
+// one access of B bytes, as on the GPU).
+template <int B>
+inline void async_copy_chunk(void* dst, const void* src, int src_bytes) {
+    CopyChunk<B> c;
+    if (src_bytes == B) {
+        c = *static_cast<const CopyChunk<B>*>(src);
+    } else {
+        for (int i = 0; i < B; ++i) c.b[i] = i < src_bytes ? static_cast<const unsigned char*>(src)[i] : 0;
+    }
+    *static_cast<CopyChunk<B>*>(dst) = c;
+}
+
+inline void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
+    if (!async_copy_ok(dst, src, bytes, src_bytes)) return;
+    if (bytes == 16) async_copy_chunk<16>(dst, src, src_bytes);
+    else if (bytes == 8) async_copy_chunk<8>(dst, src, src_bytes);
+    else async_copy_chunk<4>(dst, src, src_bytes);
+}
+
+GPUCONV_RUNTIME inline void async_commit() {}
+
+GPUCONV_RUNTIME inline void async_wait(int) {}
+
+}  // namespace gpuconv_emu
+
 namespace gpuconv_emu {
 
 GPUCONV_RUNTIME inline void fiber_entry(unsigned lo, unsigned hi) {
