@@ -14,7 +14,10 @@ workspace bound sets (as for the forward pass): for tap (kh, kw), the output pix
                                                                            tap never hits a pixel twice)
     dw[kh, kw, :, g]          += x[input pixels, g]^T @ dy[pixels, g]     (backprop filter)
 batched over groups. Half types accumulate in float32 (dx and dw whole, in float32) and are rounded once.
-The CUDA backends do not have these yet: CuPy arrays are refused with that reason.
+
+backend= / algorithm= work as for conv2d: "auto" runs CuPy arrays on the cupy backend and everything else
+on numpy; the CUDA backends' algorithms are in backends/cuda/gradients.py. The result has the array type
+of out_backprop (NumPy or CuPy).
 """
 from __future__ import annotations
 
@@ -23,29 +26,86 @@ from typing import Optional
 import numpy as np
 
 from . import config
+from .api import _as_array, _is_cupy, _like
 from .arg_types import IntOrInts, Padding
+from .backends import check_backend_name, get_backend, unusable_reason
+from .backends.base import Algorithm, pick_first
 from .backends.numpy_backend import _ieee, _taps, nhwc_view
 from .chunks import output_blocks
 from .dtypes import accumulator
 from .problem import ConvProblem, parse_problem
 
 
-def _numpy_only(name: str, *arrays) -> None:
-    for a in arrays:
-        if type(a).__module__.split(".")[0] == "cupy":
-            raise TypeError(f"{name} of type cupy.ndarray is not allowed yet: the gradients run on the NumPy "
-                            f"backend only (the CUDA kernels for them are not written); pass NumPy arrays")
+class _NumpyGradient(Algorithm):
+    def __init__(self, which: str):
+        self.which = which
+        self.name = "gemm"
+        self.summary = ("per filter tap, one GEMM per block of output pixels within the NumPy workspace "
+                        + ("(dy @ w^T added into dx)" if which == "input" else "(x^T @ dy added into dw)"))
+
+    def run(self, p: ConvProblem, a: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        dy = dy.astype(p.dtype, copy=False)
+        if self.which == "input":
+            return _backprop_input(p, np.ascontiguousarray(a, p.dtype), dy)
+        return _backprop_filter(p, a.astype(p.dtype, copy=False), dy)
 
 
-def _as_numpy(name: str, a) -> np.ndarray:
-    _numpy_only(name, a)
-    if isinstance(a, np.ndarray):
-        return a
-    try:
-        arr = np.asarray(a)
-    except Exception as e:
-        raise TypeError(f"{name} of type {type(a).__name__} is not allowed: expected a NumPy array") from e
-    return arr.astype(np.float32) if isinstance(a, (list, tuple)) and arr.dtype.kind in "iuf" else arr
+_NUMPY_GRADIENTS = {which: {"gemm": _NumpyGradient(which)} for which in ("input", "filter")}
+
+
+def gradient_algorithms(backend: str, which: str) -> dict[str, Algorithm]:
+    """The algorithms of backend `backend` for the "input" or "filter" gradient."""
+    check_backend_name(backend, " for gradient_algorithms()")
+    if which not in _NUMPY_GRADIENTS:
+        raise ValueError(f"which={which!r} is not allowed: expected 'input' or 'filter'")
+    return dict(_NUMPY_GRADIENTS[which]) if backend == "numpy" else get_backend(backend).gradient_algorithms(which)
+
+
+def _pick(which: str, backend, algorithm, p: ConvProblem, arrays) -> tuple[str, Algorithm]:
+    """The backend name and the algorithm that compute one gradient, as conv2d resolves its own."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend={backend!r} is not allowed: expected a backend name string")
+    check_backend_name(backend, auto=True)
+    if backend == "auto":
+        backend = "cupy" if any(_is_cupy(a) for a in arrays) else "numpy"
+    why = unusable_reason(backend)
+    if why is not None:
+        raise ValueError(f"backend={backend!r} is not usable on this host: {why}")
+    algos = gradient_algorithms(backend, which)
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or one of {sorted(algos)}")
+    if algorithm == "auto":
+        rule = "the first that can run it" if backend == "numpy" else get_backend(backend).gradient_auto_rule(which)
+        return backend, pick_first(list(algos.values()), p, rule)
+    if algorithm not in algos:
+        raise ValueError(f"algorithm={algorithm!r} is not allowed for the {which} gradient on backend "
+                         f"{backend!r}: expected 'auto' or one of {sorted(algos)}")
+    why = algos[algorithm].why_not(p)
+    if why is not None:
+        raise ValueError(f"algorithm={algorithm!r} cannot run this problem ({p.describe()}): {why}")
+    return backend, algos[algorithm]
+
+
+def _gradient(which: str, backend, algorithm, p: ConvProblem, a, dy, shape: tuple):
+    """One gradient of the result's `shape`, in out_backprop's array type."""
+    name, algo = _pick(which, backend, algorithm, p, (a, dy))
+    if p.is_empty:
+        return _like(np.zeros(shape, p.dtype), dy)
+    a4 = a.reshape((p.N,) + tuple(a.shape[-3:])) if which == "filter" else a
+    dy4 = dy.reshape((p.N,) + tuple(dy.shape[-3:]))
+    if name == "numpy":
+        a4, dy4 = (v.get() if _is_cupy(v) else v for v in (a4, dy4))
+        result = algo.run(p, a4, dy4)
+    else:
+        be = get_backend(name)
+        if name != "cupy":
+            a4, dy4 = (v.get() if _is_cupy(v) else v for v in (a4, dy4))
+        a4, dy4 = (v.astype(p.dtype, copy=False) for v in (a4, dy4))  # a non-native byte order
+        from .backends.cuda.cupy_backend import device_scope
+        with device_scope(**({"filters" if which == "input" else "input": a4, "out_backprop": dy4})):
+            out_shape = p.input_shape if which == "input" else p.filter_shape
+            result = be.run_gradient(algo, p, a4, dy4, out_shape)
+    return _like(result, dy).reshape(shape)
 
 
 def _sizes(name: str, sizes, rank: Optional[int] = None) -> tuple[int, ...]:
@@ -119,43 +179,54 @@ def _backprop_filter(p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarra
 
 
 def conv2d_backprop_input(input_sizes, filters, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",
-                          data_format: str = "NHWC", dilations: Optional[IntOrInts] = None) -> np.ndarray:
+                          data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
+                          algorithm: str = "auto"):
     """dL/d(input) of conv2d(input, filters, ...) for the upstream gradient out_backprop, as
-    tf.compat.v1.nn.conv2d_backprop_input: input_sizes is the input's shape (rank >= 4, in data_format)."""
-    w = _as_numpy("filters", filters)
-    dy = _as_numpy("out_backprop", out_backprop)
+    tf.compat.v1.nn.conv2d_backprop_input: input_sizes is the input's shape (rank >= 4, in data_format).
+    backend, algorithm: as for conv2d (gradient_algorithms(backend, "input") lists the algorithms)."""
+    w = _as_array("filters", filters)
+    dy = _as_array("out_backprop", out_backprop, like=w)
     x_shape = _sizes("input_sizes", input_sizes)
     p, _ = _problem(x_shape, w.shape, w.dtype, dy, strides, padding, data_format, dilations)
-    if p.is_empty:
-        return np.zeros(x_shape, p.dtype)
-    return _backprop_input(p, np.ascontiguousarray(w, p.dtype), dy.astype(p.dtype, copy=False)).reshape(x_shape)
+    return _gradient("input", backend, algorithm, p, w, dy, x_shape)
 
 
 def conv2d_backprop_filter(input, filter_sizes, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",
-                           data_format: str = "NHWC", dilations: Optional[IntOrInts] = None) -> np.ndarray:
+                           data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
+                           algorithm: str = "auto"):
     """dL/d(filters) of conv2d(input, filters, ...) for the upstream gradient out_backprop, as
-    tf.compat.v1.nn.conv2d_backprop_filter: filter_sizes is the filters' shape [KH, KW, C / G, K]."""
-    x = _as_numpy("input", input)
-    dy = _as_numpy("out_backprop", out_backprop)
+    tf.compat.v1.nn.conv2d_backprop_filter: filter_sizes is the filters' shape [KH, KW, C / G, K].
+    backend, algorithm: as for conv2d (gradient_algorithms(backend, "filter") lists the algorithms)."""
+    x = _as_array("input", input)
+    dy = _as_array("out_backprop", out_backprop, like=x)
     w_shape = _sizes("filter_sizes", filter_sizes, rank=4)
     p, _ = _problem(x.shape, w_shape, x.dtype, dy, strides, padding, data_format, dilations)
-    if p.is_empty:
-        return np.zeros(w_shape, p.dtype)
-    return _backprop_filter(p, x.astype(p.dtype, copy=False), dy.astype(p.dtype, copy=False))
+    return _gradient("filter", backend, algorithm, p, x, dy, w_shape)
 
 
 def conv2d_transpose(input, filters, output_shape, strides: IntOrInts = 1, padding: Padding = "SAME",
-                     data_format: str = "NHWC", dilations: Optional[IntOrInts] = None) -> np.ndarray:
+                     data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
+                     algorithm: str = "auto"):
     """tf.nn.conv2d_transpose: the gradient of conv2d with respect to its input. filters are
     [KH, KW, output channels / G, input channels] (the forward convolution's HWIO filters); output_shape is
     the result's shape, which must be one that conv2d maps back to input's shape."""
-    return conv2d_backprop_input(output_shape, filters, input, strides, padding, data_format, dilations)
+    return conv2d_backprop_input(output_shape, filters, input, strides, padding, data_format, dilations,
+                                 backend=backend, algorithm=algorithm)
 
 
 def conv2d_grads(input, filters, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",
-                 data_format: str = "NHWC", dilations: Optional[IntOrInts] = None) -> tuple[np.ndarray, np.ndarray]:
-    """(dL/d(input), dL/d(filters)) of conv2d(input, filters, ...) for the upstream gradient out_backprop."""
-    x = _as_numpy("input", input)
-    w = _as_numpy("filters", filters)
-    return (conv2d_backprop_input(x.shape, w, out_backprop, strides, padding, data_format, dilations),
-            conv2d_backprop_filter(x, w.shape, out_backprop, strides, padding, data_format, dilations))
+                 data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
+                 algorithm="auto"):
+    """(dL/d(input), dL/d(filters)) of conv2d(input, filters, ...) for the upstream gradient out_backprop.
+    algorithm: "auto", or a pair (input gradient's algorithm, filter gradient's algorithm)."""
+    pair = algorithm if isinstance(algorithm, (tuple, list)) and len(algorithm) == 2 else None
+    if pair is None and algorithm != "auto":
+        raise ValueError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or a pair (input gradient's "
+                         f"algorithm, filter gradient's algorithm)")
+    ai, af = pair or ("auto", "auto")
+    x = _as_array("input", input)
+    w = _as_array("filters", filters, like=x)
+    return (conv2d_backprop_input(x.shape, w, out_backprop, strides, padding, data_format, dilations,
+                                  backend=backend, algorithm=ai),
+            conv2d_backprop_filter(x, w.shape, out_backprop, strides, padding, data_format, dilations,
+                                   backend=backend, algorithm=af))

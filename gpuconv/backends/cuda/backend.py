@@ -12,10 +12,20 @@ class CudaBackend(Backend):
 
     def __init__(self):
         from .algorithms import make_algorithms
+        from .gradients import make_gradient_algorithms
         self._algos = make_algorithms(self)
+        self._grad_algos = make_gradient_algorithms(self)
 
     def algorithms(self):
         return dict(self._algos)
+
+    def gradient_algorithms(self, which: str):
+        """The algorithms of the "input" or "filter" gradient."""
+        return dict(self._grad_algos[which])
+
+    def gradient_auto_rule(self, which: str) -> str:
+        from .gradients import AUTO_RULES
+        return AUTO_RULES[which]
 
     def auto_rule(self) -> str:
         from .algorithms import AUTO_RULE
@@ -55,7 +65,17 @@ class CudaBackend(Backend):
         out = self.xp.empty(p.output_shape, self.storage_dtype(p.dtype))
         if not p.is_empty:
             algo.run(p, self.to_device(x, p.dtype), self.to_device(w, p.dtype), out)
-        if self.storage_dtype(p.dtype) != p.dtype:
+        return self._returned(out, x, p.dtype)
+
+    def run_gradient(self, algo, p: ConvProblem, a, dy, shape: tuple):
+        """One gradient (algo from gradient_algorithms) of the result's `shape` (in p's layout), from the
+        other operand `a` (filters for the input gradient, input for the filter gradient) and dy."""
+        out = self.xp.empty(shape, self.storage_dtype(p.dtype))
+        algo.run(p, self.to_device(a, p.dtype), self.to_device(dy, p.dtype), out)
+        return self._returned(out, dy, p.dtype)
+
+    def _returned(self, out, like, dtype):
+        if self.storage_dtype(dtype) != dtype:
             # a device array of the type (CuPy 14's bfloat16) gets one back; host input, a host result
-            return out.view(x.dtype) if self.owns(x) else out.get().view(p.dtype)
+            return out.view(like.dtype) if self.owns(like) else out.get().view(dtype)
         return out
