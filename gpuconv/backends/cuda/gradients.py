@@ -74,6 +74,8 @@ class SplitKFilter(CudaAlgorithm):
     def splits(self, p: ConvProblem) -> Optional[int]:
         """The slice count: the one nearest the wanted count whose partials plus one slice of im2col rows
         fit the workspace bound, or None when none does."""
+        if p.M == 0:
+            return 1
         tiles = -(-p.R // self.tile("GEMM_BM")) * -(-p.KG // self.tile("GEMM_BN")) * p.G
         want = max(1, min(-(-self.TARGET_BLOCKS // tiles), self.MAX_SPLITS, p.M))
         bound = config.settings.cuda_workspace_bytes
