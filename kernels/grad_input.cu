@@ -78,7 +78,7 @@ __device__ __forceinline__ void grad_input(const ConvProblem p, const T* __restr
                 if (ow >= p.OW) continue;
                 const T* d = dyn + I(oh) * I(p.ysH) + I(ow) * I(p.ysW);
                 const T* ww = wg + I(kh * p.KW + kw) * tap_stride;
-#pragma unroll 4  // ptxas unrolled further on sm_90 and spilled the half types' 64-bit variants
+#pragma unroll 2  // ptxas' own choice, and an unroll of 4, spilled some variants on sm_80 / sm_90
                 for (int k = 0; k < p.KG; ++k)
                     acc += load_acc(d[I(k) * I(p.ysK)]) * load_acc(ww[I(k) * I(p.CG)]);
             }
