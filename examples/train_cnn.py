@@ -35,12 +35,13 @@ def init(rng, c1: int = 8, c2: int = 16) -> dict:
             "wf": he(c2, (c2, CLASSES)), "bf": np.zeros(CLASSES, np.float32)}
 
 
-def loss_and_grads(params: dict, x: np.ndarray, labels: np.ndarray):
-    """Softmax cross-entropy of the batch and its gradients for every parameter."""
+def loss_and_grads(params: dict, x: np.ndarray, labels: np.ndarray, backend: str = "auto"):
+    """Softmax cross-entropy of the batch and its gradients for every parameter (convolutions and their
+    gradients on gpuconv's `backend`)."""
     w1, w2, wf, bf = params["w1"], params["w2"], params["wf"], params["bf"]
-    z1 = gpuconv.conv2d(x, w1, padding="SAME")
+    z1 = gpuconv.conv2d(x, w1, padding="SAME", backend=backend)
     a1 = np.maximum(z1, 0)
-    z2 = gpuconv.conv2d(a1, w2, strides=2, padding="SAME")
+    z2 = gpuconv.conv2d(a1, w2, strides=2, padding="SAME", backend=backend)
     a2 = np.maximum(z2, 0)
     pooled = a2.max(axis=(1, 2))                              # global max pooling: where the stroke is
     logits = pooled @ wf + bf
@@ -57,19 +58,19 @@ def loss_and_grads(params: dict, x: np.ndarray, labels: np.ndarray):
     at_max = a2 == pooled[:, None, None, :]
     da2 = at_max * (dpooled / at_max.sum(axis=(1, 2)))[:, None, None, :]
     dz2 = (da2 * (z2 > 0)).astype(np.float32)
-    da1, grads["w2"] = gpuconv.conv2d_grads(a1, w2, dz2, strides=2, padding="SAME")
+    da1, grads["w2"] = gpuconv.conv2d_grads(a1, w2, dz2, strides=2, padding="SAME", backend=backend)
     dz1 = (da1 * (z1 > 0)).astype(np.float32)
-    grads["w1"] = gpuconv.conv2d_backprop_filter(x, w1.shape, dz1, padding="SAME")
+    grads["w1"] = gpuconv.conv2d_backprop_filter(x, w1.shape, dz1, padding="SAME", backend=backend)
     return loss, grads
 
 
-def train(steps: int = 100, batch: int = 32, lr: float = 0.3, seed: int = 0) -> list[float]:
+def train(steps: int = 100, batch: int = 32, lr: float = 0.3, seed: int = 0, backend: str = "auto") -> list[float]:
     rng = np.random.default_rng(seed)
     params = init(rng)
     losses = []
     for _ in range(steps):
         x, labels = synthetic_batch(rng, batch)
-        loss, grads = loss_and_grads(params, x, labels)
+        loss, grads = loss_and_grads(params, x, labels, backend)
         for k in params:
             params[k] -= lr * grads[k]
         losses.append(loss)

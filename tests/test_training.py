@@ -18,6 +18,18 @@ def test_loss_falls():
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), (np.mean(losses[:10]), np.mean(losses[-10:]))
 
 
+def test_training_steps_on_the_emulator_match_numpy():
+    """Three steps with every convolution and gradient in the CUDA kernels (on the emulator): the losses
+    of the NumPy backend's run, to float32 rounding."""
+    from gpuconv.backends import available_backends
+    why = available_backends()["emulator"]
+    if why is not None:
+        pytest.skip(f"emulator unusable: {why}")
+    kernels = train_cnn.train(steps=3, batch=4, backend="emulator")
+    reference = train_cnn.train(steps=3, batch=4, backend="numpy")
+    np.testing.assert_allclose(kernels, reference, rtol=1e-4)
+
+
 def test_gradients_match_tensorflow():
     tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (the test extra has it)")
     rng = np.random.default_rng(7)
