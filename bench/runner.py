@@ -31,6 +31,7 @@ from gpuconv.dtypes import SUPPORTED, unit_roundoff
 from gpuconv.problem import parse_problem
 from gpuconv.reference import conv2d_reference
 
+from . import grad_bench
 from . import peers as peers_mod
 from . import scaling as scaling_mod
 from .layers import BY_NAME, LAYERS, QUICK_LAYERS
@@ -122,6 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("GPUCONV_BENCH_OUT", "bench-results")),
                         help="folder for the JSON and PNG (default $GPUCONV_BENCH_OUT or ./bench-results)")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
+    parser.add_argument("--gradients", action="store_true",
+                        help="also time both conv2d gradients per layer: gpuconv's numpy backend against "
+                             "TensorFlow-CPU's gradient ops (tf.raw_ops.Conv2DBackpropInput / Filter)")
     parser.add_argument("--scaling", action="store_true",
                         help="also time one large convolution through gpuconv.dask.conv2d on 1, 2 and 4 dask "
                              "workers (threads and processes; needs the dask extra); --layers none for it alone")
@@ -557,7 +561,7 @@ def run(args) -> int:
     started = _dt.datetime.now(_dt.timezone.utc)
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     t_start = time.perf_counter()
-    layers_res = []
+    layers_res, grad_layers = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("bench", total=len(layer_names) * len(impls))
@@ -582,6 +586,9 @@ def run(args) -> int:
             add_ratios(lr)
             layers_res.append(lr)
             progress.console.print(_layer_line(lr))
+            if args.gradients:
+                progress.update(task, description=f"{name}: gradients")
+                grad_layers.append(grad_bench.run_layer(layer, case, args.repeats, args.warmup, args.max_seconds))
 
     scaling = None
     if args.scaling:
@@ -616,6 +623,7 @@ def run(args) -> int:
         "layers": layers_res,
         "summary": summarise(layers_res, [i.name for i in impls if i.kind == "gpuconv"]),
         "scaling": scaling,
+        "gradients": grad_bench.section(grad_layers) if args.gradients else None,
     }
     stem = f"bench-{dtype.name}-{started.strftime('%Y%m%dT%H%M%SZ')}"
     json_path = out_dir / f"{stem}.json"
@@ -630,6 +638,8 @@ def run(args) -> int:
             png_path = out_dir / f"{stem}.png"
             draw_chart(report, png_path)
             console.print(f"chart: {escape(str(png_path))}")
+    if report["gradients"] is not None:
+        grad_bench.print_section(report["gradients"], console)
     if scaling is not None:
         scaling_mod.print_scaling(scaling, console)
         if not args.no_chart:

@@ -238,3 +238,28 @@ def test_scaling_without_dask_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(scaling, "unavailable", lambda: 'dask is not installed: pip install "gpuconv[dask]"')
     assert cli_main(["bench", "--quick", "--scaling", "--out", str(tmp_path / "out")]) == 2
     assert 'pip install "gpuconv[dask]"' in capsys.readouterr().err
+
+
+def test_gradient_section_times_both_gradients_against_tensorflow(tmp_path, capsys):
+    """--gradients: per layer and gradient, gpuconv-numpy's timing, TF-CPU's where TF has the kernel (and
+    the two results agree), the reason where it has not (grouped layers), and the summary."""
+    assert cli_main(["bench", "--quick", "--layers", "seed_32x32x3_k16,mobilenet_dw_3x3,resnext_g32_3x3",
+                     "--backends", "none", "--peers", "none", "--gradients", "--repeats", "1", "--warmup", "0",
+                     "--no-chart", "--out", str(tmp_path)]) == 0
+    assert "conv2d gradients: gpuconv numpy vs TF-CPU" in capsys.readouterr().out
+    (json_path,) = tmp_path.glob("bench-float32-*.json")
+    sec = json.loads(json_path.read_text())["gradients"]
+    assert [lr["name"] for lr in sec["layers"]] == ["seed_32x32x3_k16", "mobilenet_dw_3x3", "resnext_g32_3x3"]
+    tf_installed = sec["tensorflow"] is not None
+    for lr in sec["layers"]:
+        for kind in ("input", "filter"):
+            r = lr[kind]
+            t = r["gpuconv-numpy"]
+            assert 0 < t["min"] <= t["median"] <= t["max"] and t["repeats"] == 1
+            if tf_installed and lr["name"] != "resnext_g32_3x3":
+                assert r["tf-cpu"]["median"] > 0 and r["ratio_to_tf"] > 0
+                assert r["max_abs_diff_to_tf_relative"] < 1e-5, (lr["name"], kind)
+            else:
+                assert r["tf-cpu"] is None and r["ratio_to_tf"] is None and r["tf_not_run"]
+    if tf_installed:
+        assert sec["summary"]["input"]["layers_timed"] == sec["summary"]["filter"]["layers_timed"] == 2
