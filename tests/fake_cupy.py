@@ -78,7 +78,7 @@ class Kernel:
         assert shared_mem <= self.max_dynamic_shared_size_bytes, \
             "CUDA refuses dynamic shared memory over max_dynamic_shared_size_bytes"
         structs = [a for a in args if isinstance(a, np.ndarray) and a.dtype.names]
-        assert structs and all(a.shape == (1,) for a in structs), "structs go as 1-element arrays"
+        assert all(a.shape == (1,) for a in structs), "structs go as 1-element arrays"
         assert not any(isinstance(a, np.void) for a in args)
         for a in args:
             if isinstance(a, DeviceArray):

@@ -166,3 +166,28 @@ def test_nvrtc_is_loaded_through_pathfinder_before_cupy(monkeypatch):
     finally:
         cupy_backend.clear_caches()
     assert order == [("load", "nvrtc"), "import cupy", "import cupy"]
+
+
+def test_gradients_run_on_the_inputs_device_and_stay_there(fake, monkeypatch):
+    """conv2d_grads on CuPy arrays ("auto" picks cupy): the gradient kernels launch on the arrays' GPU,
+    the results are device arrays there, equal to the NumPy backend's (small integers: exact in float32)."""
+    from gpuconv import gradients
+    cp, calls, be = fake
+    monkeypatch.setattr(gradients, "unusable_reason", lambda name: None)
+    monkeypatch.setattr(gradients, "get_backend", lambda name: be)
+    x, w = inputs()
+    dy = np.random.default_rng(5).integers(-3, 4, (2, 3, 3, 16)).astype(np.float32)
+    xd, wd, dyd = (cp.on(1, a) for a in (x, w, dy))
+    dx, dw = gpuconv.conv2d_grads(xd, wd, dyd, strides=2, padding="SAME")
+    assert isinstance(dx, DeviceArray) and isinstance(dw, DeviceArray) and dx.device.id == dw.device.id == 1
+    rx, rw = gpuconv.conv2d_grads(x, w, dy, strides=2, padding="SAME", backend="numpy")
+    np.testing.assert_array_equal(dx.get(), rx)
+    np.testing.assert_array_equal(dw.get(), rw)
+    launched = {c[1] for c in calls if c[0] == "launch"}
+    assert {"conv_grad_input_f32_i32", "conv_im2col_f32_i32", "conv_gemm_splitk_f32_i32"} <= launched
+    assert {c[5] for c in calls if c[0] == "launch"} == {1}
+    assert not [c for c in calls if c[0] == "copy"], "no array was copied between devices"
+    # NumPy bfloat16 in: through the device and back as NumPy bfloat16
+    dwb = gpuconv.conv2d_backprop_filter(x.astype(bfloat16), w.shape, dy.astype(bfloat16), 2, "SAME", backend="cupy")
+    assert type(dwb) is np.ndarray and dwb.dtype == bfloat16
+    np.testing.assert_array_equal(dwb.astype(np.float64), rw.astype(bfloat16).astype(np.float64))
