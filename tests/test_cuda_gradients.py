@@ -102,20 +102,21 @@ def test_gradients_are_the_finite_differences_of_conv2d(case, backend):
     assert abs(fd - analytic) <= 1e-8 * (abs(analytic) + float(xp.abs(dy).sum()))
 
 
-DETERMINISM_CASE = next(c for c in CURATED if c.id == "groups_2")
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_bit_identical_across_runs_and_thread_orders(dtype, monkeypatch):
+@pytest.mark.parametrize("case_id,dtype", [("groups_2", "float32"), ("groups_2", "float16"),
+                                           ("depthwise_m2_stride2", "float32")])
+def test_bit_identical_across_runs_and_thread_orders(case_id, dtype, monkeypatch):
     """The split-K partials are added in slice order by one thread each: the same bits on repeated
     runs and whatever order the emulator runs the threads in (GPUCONV_EMULATOR_SHUFFLE)."""
-    x, w, dy = (a.astype(np_dtype(dtype)) for a in operands(DETERMINISM_CASE, seed=9))
-    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, **DETERMINISM_CASE.kwargs())[0]
-    assert SplitKFilter(get_backend("emulator")).plan(p)[0] > 1, "the case must split the reduction"
-    runs = [grads(x, w, dy, DETERMINISM_CASE), grads(x, w, dy, DETERMINISM_CASE)]
+    case = next(c for c in CURATED if c.id == case_id)
+    x, w, dy = (a.astype(np_dtype(dtype)) for a in operands(case, seed=9))
+    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, **case.kwargs())[0]
+    filter_algo = get_backend("emulator").gradient_algorithms("filter")["depthwise" if p.CG == 1 else "splitk-gemm"]
+    splits = filter_algo.splits(p)
+    assert splits > 1, "the case must split the reduction"
+    runs = [grads(x, w, dy, case), grads(x, w, dy, case)]
     for seed in (3, 4):
         monkeypatch.setenv("GPUCONV_EMULATOR_SHUFFLE", str(seed))
-        runs.append(grads(x, w, dy, DETERMINISM_CASE))
+        runs.append(grads(x, w, dy, case))
     for dx, dw in runs[1:]:
         assert dx.tobytes() == runs[0][0].tobytes() and dw.tobytes() == runs[0][1].tobytes()
 
@@ -149,7 +150,7 @@ def test_filter_gradient_refuses_a_workspace_nothing_fits(monkeypatch):
         conv2d_backprop_filter(x, w.shape, dy, **case.kwargs(), backend="emulator", algorithm="splitk-gemm")
 
 
-SANITIZE_CASES = [c for c in CURATED if c.id in ("nchw_groups", "depthwise_m2_stride2")]
+SANITIZE_CASES = [c for c in CURATED if c.id in ("nchw_groups", "depthwise_m2_stride2", "nchw_depthwise")]
 
 
 @pytest.mark.parametrize("case", SANITIZE_CASES, ids=[c.id for c in SANITIZE_CASES])
@@ -177,7 +178,7 @@ def test_backend_and_algorithm_arguments():
     case = CURATED[0]
     x, w, dy = operands(case, np.float32)
     with pytest.raises(ValueError, match=r"algorithm='gather' is not allowed for the filter gradient on backend "
-                                         r"'emulator': expected 'auto' or one of \['splitk-gemm'\]"):
+                                         r"'emulator': expected 'auto' or one of \['depthwise', 'splitk-gemm'\]"):
         conv2d_backprop_filter(x, w.shape, dy, **case.kwargs(), backend="emulator", algorithm="gather")
     with pytest.raises(ValueError, match=r"algorithm='splitk-gemm' is not allowed for the input gradient on "
                                          r"backend 'numpy': expected 'auto' or one of \['gemm'\]"):

@@ -3,7 +3,9 @@ CUDA backends, as algorithms.py is for the forward pass.
 
 input gradient:  "gather" (kernels/grad_input.cu): one thread per input element adds exactly the taps
                  that reach it; no workspace, no atomics.
-filter gradient: "splitk-gemm": dW = im2col(x)^T @ dy per group, a GEMM whose reduction runs over all
+filter gradient: "depthwise" (kernels/grad_filter_depthwise.cu) for one input channel per group: one
+                 thread per (pixel slice, tap, channel) sum, the slices added by split_k_reduce.cu.
+                 "splitk-gemm": dW = im2col(x)^T @ dy per group, a GEMM whose reduction runs over all
                  N*OH*OW output pixels. It is split into slices of pixels: im2col.cu unfolds a chunk of
                  slices into the workspace, gemm_splitk.cu (gemm.cu's body) writes one float partial dW
                  per slice, and split_k_reduce.cu adds the partials in slice order and rounds once. The
@@ -25,7 +27,7 @@ from .launch import INDEX32_LIMIT, Launch, entry_name, grid_stride_end
 from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, make_struct
 
 INPUT_AUTO_RULE = "gather (the only input-gradient kernel; depthwise filters skip its filter copy)"
-FILTER_AUTO_RULE = "splitk-gemm (the only filter-gradient kernel)"
+FILTER_AUTO_RULE = "depthwise for one input channel per group (CG=1), else splitk-gemm"
 
 
 class GatherInput(CudaAlgorithm):
@@ -174,9 +176,59 @@ class SplitKFilter(CudaAlgorithm):
                 args=(parts, out.reshape(-1), np.int64(rk), np.int32(splits)), defines=self.defines))
 
 
+class DepthwiseFilter(CudaAlgorithm):
+    name = "depthwise"
+    summary = ("depthwise filter gradient: one thread per (pixel slice, tap, channel) sum into float partials, "
+               "summed in slice order by a second kernel")
+    file = "grad_filter_depthwise"
+    TARGET_THREADS = 1 << 16   # threads over all slices: enough to fill a large GPU
+
+    def splits(self, p: ConvProblem) -> int:
+        """Slices of equal length (the last one shorter), as many as fill the GPU and fit the workspace."""
+        count = p.KH * p.KW * p.K
+        by_bound = config.settings.cuda_workspace_bytes // (count * accumulator(p.dtype).itemsize)
+        s = max(1, min(-(-self.TARGET_THREADS // count), 65535, p.M, by_bound))
+        return -(-p.M // -(-p.M // s)) if p.M else 1
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        if p.CG != 1:
+            return f"needs one input channel per group (CG=1), got CG={p.CG}"
+        count = p.KH * p.KW * p.K
+        partial = count * accumulator(p.dtype).itemsize
+        if partial > config.settings.cuda_workspace_bytes:
+            return (f"one partial filter gradient ({partial} bytes) exceeds the workspace bound of "
+                    f"{config.settings.cuda_workspace_bytes} bytes (gpuconv.set_workspace(cuda_bytes=...))")
+        threads = self.macro(self.file, "GRAD_FILTER_DW_THREADS")
+        end = grid_stride_end(count, grid_stride_blocks(count, threads), threads)
+        if end > INDEX32_LIMIT:
+            return f"KH*KW*K = {count} filter elements overflow the kernel's int index (at most {INDEX32_LIMIT})"
+        return None
+
+    def run(self, p: ConvProblem, x, dy, out) -> None:
+        count = p.KH * p.KW * p.K
+        splits = self.splits(p)
+        length = -(-p.M // splits)
+        parts = self.backend.xp.empty(splits * count, accumulator(p.dtype))
+        threads = self.macro(self.file, "GRAD_FILTER_DW_THREADS")
+        blocks = grid_stride_blocks(count, threads)
+        reduce_threads = self.macro("split_k_reduce", "SPLIT_K_REDUCE_THREADS")
+        reduce_blocks = grid_stride_blocks(count, reduce_threads)
+        bits = self.bits(*problem_sizes(p), parts.size, p.M + length,
+                         grid_stride_end(count, reduce_blocks, reduce_threads))
+        self.backend.launch(Launch(
+            file=self.file, kernel=entry_name("conv_grad_filter_dw", p.dtype, bits), grid=(blocks, splits, 1),
+            block=(threads, 1, 1), shared_mem=0, args=(conv_problem_struct(p), x, dy, parts, np.int32(length)),
+            defines=self.defines))
+        self.backend.launch(Launch(
+            file="split_k_reduce", kernel=entry_name("split_k_reduce", p.dtype, bits),
+            grid=(reduce_blocks, 1, 1), block=(reduce_threads, 1, 1), shared_mem=0,
+            args=(parts, out.reshape(-1), np.int64(count), np.int32(splits)), defines=self.defines))
+
+
 def make_gradient_algorithms(backend) -> dict[str, dict[str, CudaAlgorithm]]:
+    """Each gradient's algorithms, in the order "auto" tries them."""
     return {"input": {a.name: a for a in (GatherInput(backend),)},
-            "filter": {a.name: a for a in (SplitKFilter(backend),)}}
+            "filter": {a.name: a for a in (DepthwiseFilter(backend), SplitKFilter(backend))}}
 
 
 AUTO_RULES = {"input": INPUT_AUTO_RULE, "filter": FILTER_AUTO_RULE}
