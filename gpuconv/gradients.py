@@ -21,7 +21,7 @@ of out_backprop (NumPy or CuPy).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def _gradient(which: str, backend, algorithm, p: ConvProblem, a, dy, shape: tupl
         be = get_backend(name)
         if name != "cupy":
             a4, dy4 = (v.get() if _is_cupy(v) else v for v in (a4, dy4))
-        a4, dy4 = (v.astype(p.dtype, copy=False) for v in (a4, dy4))  # a non-native byte order
+        a4, dy4 = (v if v.dtype == p.dtype else v.astype(p.dtype) for v in (a4, dy4))  # non-native byte order
         from .backends.cuda.cupy_backend import device_scope
         with device_scope(**({"filters" if which == "input" else "input": a4, "out_backprop": dy4})):
             out_shape = p.input_shape if which == "input" else p.filter_shape
@@ -180,7 +180,7 @@ def _backprop_filter(p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarra
 
 def conv2d_backprop_input(input_sizes, filters, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",
                           data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-                          algorithm: str = "auto"):
+                          algorithm: str = "auto") -> Any:  # out_backprop's array type
     """dL/d(input) of conv2d(input, filters, ...) for the upstream gradient out_backprop, as
     tf.compat.v1.nn.conv2d_backprop_input: input_sizes is the input's shape (rank >= 4, in data_format).
     backend, algorithm: as for conv2d (gradient_algorithms(backend, "input") lists the algorithms)."""
@@ -193,7 +193,7 @@ def conv2d_backprop_input(input_sizes, filters, out_backprop, strides: IntOrInts
 
 def conv2d_backprop_filter(input, filter_sizes, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",
                            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-                           algorithm: str = "auto"):
+                           algorithm: str = "auto") -> Any:
     """dL/d(filters) of conv2d(input, filters, ...) for the upstream gradient out_backprop, as
     tf.compat.v1.nn.conv2d_backprop_filter: filter_sizes is the filters' shape [KH, KW, C / G, K].
     backend, algorithm: as for conv2d (gradient_algorithms(backend, "filter") lists the algorithms)."""
@@ -206,7 +206,7 @@ def conv2d_backprop_filter(input, filter_sizes, out_backprop, strides: IntOrInts
 
 def conv2d_transpose(input, filters, output_shape, strides: IntOrInts = 1, padding: Padding = "SAME",
                      data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-                     algorithm: str = "auto"):
+                     algorithm: str = "auto") -> Any:
     """tf.nn.conv2d_transpose: the gradient of conv2d with respect to its input. filters are
     [KH, KW, output channels / G, input channels] (the forward convolution's HWIO filters); output_shape is
     the result's shape, which must be one that conv2d maps back to input's shape."""
@@ -216,7 +216,7 @@ def conv2d_transpose(input, filters, output_shape, strides: IntOrInts = 1, paddi
 
 def conv2d_grads(input, filters, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",
                  data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-                 algorithm="auto"):
+                 algorithm="auto") -> tuple[Any, Any]:
     """(dL/d(input), dL/d(filters)) of conv2d(input, filters, ...) for the upstream gradient out_backprop.
     algorithm: "auto", or a pair (input gradient's algorithm, filter gradient's algorithm)."""
     pair = algorithm if isinstance(algorithm, (tuple, list)) and len(algorithm) == 2 else None

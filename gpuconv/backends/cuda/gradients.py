@@ -66,6 +66,10 @@ class SplitKFilter(CudaAlgorithm):
     def tile(self, name: str) -> int:
         return self.macro(self.file, name)
 
+    @property
+    def threads(self) -> int:
+        return self.tile("GEMM_BM") // self.tile("GEMM_TM") * (self.tile("GEMM_BN") // self.tile("GEMM_TN"))
+
     def _bytes(self, p: ConvProblem, splits: int) -> tuple[int, int]:
         """(workspace bytes of one slice's im2col rows, of the partials) for `splits` slices."""
         length = -(-p.M // splits)
@@ -125,7 +129,7 @@ class SplitKFilter(CudaAlgorithm):
             a_mi=p.R, c_mi=p.R, c_m0=0, vec_a=0, vec_b=int(vec_b)))
         return Launch(file=self.file, kernel=entry_name("conv_gemm_splitk", p.dtype, bits),
                       grid=(-(-p.R // self.tile("GEMM_BM")), -(-p.KG // self.tile("GEMM_BN")), z),
-                      block=(self.tile("GEMM_BM") // self.tile("GEMM_TM") * (self.tile("GEMM_BN") // self.tile("GEMM_TN")), 1, 1),
+                      block=(self.threads, 1, 1),
                       shared_mem=0, args=(q, a, b, c), defines=self.defines)
 
     def run(self, p: ConvProblem, x, dy, out) -> None:
