@@ -16,6 +16,7 @@
 //          Tiles are widened to the accumulator type when staged (float; double for double), and C is
 //          rounded once at the store. When the host found rows aligned (vec_a / vec_b), tiles are loaded
 //          4 elements per instruction (16 bytes for float).
+// The body and its tile macros are in gemm.cuh, shared with gemm_splitk.cu (the filter gradient's partials).
 #include "gemm.cuh"
 
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
