@@ -131,8 +131,11 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     x4 = x.reshape((p.N,) + tuple(x.shape[-3:]))
     # on the inputs' GPU, not the current one; inputs on two GPUs are refused
     with device_scope(input=x, filters=w) if be.name == "cupy" else contextlib.nullcontext():
-        w_finite, bad = split_filters(w)
-        y = be.run(p, x4, w_finite, algorithm)
-        if len(bad) and not p.is_empty:
-            add_nonfinite_terms(p, _like(x4, y), _like(w, y), y, bad)
+        if be.nonfinite_on_device:
+            y = be.run(p, x4, w, algorithm)
+        else:
+            w_finite, bad = split_filters(w)
+            y = be.run(p, x4, w_finite, algorithm)
+            if len(bad) and not p.is_empty:
+                add_nonfinite_terms(p, x4, w, y, bad)
     return call.result(_like(y.reshape(tuple(batch_shape) + tuple(y.shape[1:])), x))  # the caller's array type

@@ -557,11 +557,12 @@ def test_tile_macros_overridden_with_D_stay_consistent(monkeypatch, algorithm, d
     w = rng.integers(-3, 4, ws).astype(np.float32)
     p = problem(x.shape, ws, strides=(1, 2))
     np.testing.assert_array_equal(be.run(p, x, w, algorithm), gpuconv.conv2d_reference(x, w, p))
-    assert all(launch.defines == defines for launch in rec.launches)
+    launches = [launch for launch in rec.launches if not launch.file.startswith("nonfinite")]  # the backend's
+    assert launches and all(launch.defines == defines for launch in launches)
     if algorithm == "direct":
-        assert rec.launches[0].block == (4 * 16 * 8 // 2, 1, 1)
+        assert launches[0].block == (4 * 16 * 8 // 2, 1, 1)
     if algorithm == "gemm":
-        assert {launch.block for launch in rec.launches} == {(128, 1, 1)}   # 32/2 * 32/4 and IM2COL_THREADS
+        assert {launch.block for launch in launches} == {(128, 1, 1)}   # 32/2 * 32/4 and IM2COL_THREADS
 
 
 @needs_emulator
