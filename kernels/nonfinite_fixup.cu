@@ -18,18 +18,29 @@ __device__ __forceinline__ void add_nonfinite_terms(const ConvProblem p, const T
     if (*flag == 0) return;
     using A = typename Acc<T>::type;
     const I total = I(p.N) * I(p.OH) * I(p.OW) * I(p.K);
-    for (I idx = I(blockIdx.x) * NONFINITE_THREADS + threadIdx.x; idx < total; idx += I(gridDim.x) * NONFINITE_THREADS) {
-        const I m = idx / p.K;
-        const int k = int(idx - m * p.K);
-        const I row = m / p.OW;
-        const int ow = int(m - row * p.OW);
-        const int n = int(row / p.OH);
-        const int oh = int(row - I(n) * p.OH);
+    // Flat NHWC output index idx = ((n*OH + oh)*OW + ow)*K + k, stepped by the grid's thread count S in
+    // mixed radix: the start and S are below 2^31 (the launcher caps the grid), so only they are divided,
+    // in 32 bits; each step adds S's digits with carries (no 64-bit division call in the loop).
+    const int start = int(blockIdx.x) * NONFINITE_THREADS + int(threadIdx.x);
+    const int S = int(gridDim.x) * NONFINITE_THREADS;
+    int k = start % p.K, ow = start / p.K % p.OW, oh = start / p.K / p.OW % p.OH, n = start / p.K / p.OW / p.OH;
+    const int sk = S % p.K, sow = S / p.K % p.OW, soh = S / p.K / p.OW % p.OH, sn = S / p.K / p.OW / p.OH;
+    for (I idx = start; idx < total; idx += S) {
+        if (idx != start) {
+            int carry;
+            k += sk;
+            carry = k >= p.K; k -= carry ? p.K : 0;
+            ow += sow + carry;
+            carry = ow >= p.OW; ow -= carry ? p.OW : 0;
+            oh += soh + carry;
+            carry = oh >= p.OH; oh -= carry ? p.OH : 0;
+            n += sn + carry;
+        }
         const int c0 = (k / p.KG) * p.CG;
         const I yo = I(n) * I(p.ysN) + I(oh) * I(p.ysH) + I(ow) * I(p.ysW) + I(k) * I(p.ysK);
         T acc = y[yo];
         bool touched = false, polluted = false;
-        // A rare path: loops not unrolled, which keeps the i64 variants (64-bit division calls) from spilling.
+        // The rare path (a non-finite filter value): compact loops, not unrolled.
         #pragma unroll 1
         for (int kh = 0; kh < p.KH; ++kh) {
             const int ih = oh * p.SH - p.PT + kh * p.DH;
@@ -39,7 +50,7 @@ __device__ __forceinline__ void add_nonfinite_terms(const ConvProblem p, const T
                 const int iw = ow * p.SW - p.PL + kw * p.DW;
                 if (iw < 0 || iw >= p.W) continue;
                 const I xo = I(n) * I(p.xsN) + I(ih) * I(p.xsH) + I(iw) * I(p.xsW);
-                const I wo = I(kh * p.KW + kw) * I(p.CG) * I(p.K) + I(k);
+                const I wo = (I(kh * p.KW + kw) * p.CG) * p.K + I(k);
                 #pragma unroll 1
                 for (int c = 0; c < p.CG; ++c) {
                     const A wv = load_acc(w[wo + I(c) * I(p.K)]);
@@ -63,7 +74,7 @@ __device__ __forceinline__ void add_nonfinite_terms(const ConvProblem p, const T
                     const int iw = ow * p.SW - p.PL + kw * p.DW;
                     if (iw < 0 || iw >= p.W) continue;
                     const I xo = I(n) * I(p.xsN) + I(ih) * I(p.xsH) + I(iw) * I(p.xsW);
-                    const I wo = I(kh * p.KW + kw) * I(p.CG) * I(p.K) + I(k);
+                    const I wo = (I(kh * p.KW + kw) * p.CG) * p.K + I(k);
                     A tap = A(0);
                     #pragma unroll 1
                     for (int c = 0; c < p.CG; ++c)
@@ -77,19 +88,20 @@ __device__ __forceinline__ void add_nonfinite_terms(const ConvProblem p, const T
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+// Minimum 1 block per SM: without it ptxas (CUDA 13) keeps some variants to 32 registers and spills.
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_f32_i32(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<float, int>(p, x, w, y, flag); }
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_f32_i64(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<float, long long>(p, x, w, y, flag); }
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_f64_i32(const ConvProblem p, const double* __restrict__ x, const double* __restrict__ w, double* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<double, int>(p, x, w, y, flag); }
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_f64_i64(const ConvProblem p, const double* __restrict__ x, const double* __restrict__ w, double* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<double, long long>(p, x, w, y, flag); }
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_f16_i32(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<__half, int>(p, x, w, y, flag); }
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_f16_i64(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<__half, long long>(p, x, w, y, flag); }
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_bf16_i32(const ConvProblem p, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<__nv_bfloat16, int>(p, x, w, y, flag); }
-extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS)
+extern "C" __global__ void __launch_bounds__(NONFINITE_THREADS, 1)
 nonfinite_fixup_bf16_i64(const ConvProblem p, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ y, const int* __restrict__ flag) { add_nonfinite_terms<__nv_bfloat16, long long>(p, x, w, y, flag); }
