@@ -9,6 +9,7 @@ import pytest
 import gpuconv
 from gpuconv import nonfinite
 from gpuconv.backends import available_backends, get_backend
+from gpuconv.backends.cuda import nonfinite_launch
 from gpuconv.dtypes import bfloat16
 
 EMULATOR_REASON = available_backends()["emulator"]
@@ -29,9 +30,12 @@ def test_numpy_filters_checked_without_a_filter_sized_temporary():
 @pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, bfloat16])
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
-def test_device_fixup_gives_the_host_results_bit_for_bit(dtype, data_format):
+@pytest.mark.parametrize("max_blocks", [256, 1])
+def test_device_fixup_gives_the_host_results_bit_for_bit(dtype, data_format, max_blocks, monkeypatch):
     """kernels/nonfinite_*.cu (the CUDA backends' way) against this module's host way, on the same
-    zeroed-filter sums: equal bits, NaNs where the host has NaNs."""
+    zeroed-filter sums: equal bits, NaNs where the host has NaNs. One block makes every thread step
+    through several outputs (the fix-up's mixed-radix carries)."""
+    monkeypatch.setattr(nonfinite_launch, "FIXUP_MAX_BLOCKS", max_blocks)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 5, 6, 4)).astype(dtype)
     w = rng.standard_normal((3, 3, 2, 6)).astype(dtype)           # two groups
