@@ -37,7 +37,7 @@ def test_device_fixup_gives_the_host_results_bit_for_bit(dtype, data_format, max
     through several outputs (the fix-up's mixed-radix carries)."""
     monkeypatch.setattr(nonfinite_launch, "FIXUP_MAX_BLOCKS", max_blocks)
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 5, 6, 4)).astype(dtype)
+    x = rng.standard_normal((2, 5, 7, 4)).astype(dtype)
     w = rng.standard_normal((3, 3, 2, 6)).astype(dtype)           # two groups
     w[0, 0, 1, 4], w[1, 2, 0, 1], w[2, 1, 1, 1] = np.inf, -np.inf, np.nan
     x[1, 0, 0, 2], x[0, 3, 4, 0] = np.inf, np.nan
