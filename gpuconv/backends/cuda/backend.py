@@ -35,6 +35,10 @@ class CudaBackend(Backend):
     def launch(self, launch) -> None:
         raise NotImplementedError
 
+    def device_identity(self) -> dict:
+        """name, compute_capability, runtime, driver (strings) of the device that runs the kernels."""
+        raise NotImplementedError
+
     @staticmethod
     def headers_reason():
         """None when CUDA's half-precision headers are found (every kernel file includes them), else why."""

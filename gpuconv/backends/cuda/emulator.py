@@ -214,6 +214,12 @@ class EmulatorBackend(CudaBackend):
     def owns(self, array) -> bool:
         return False  # never chosen by "auto": a NumPy input goes to the numpy backend
 
+    def device_identity(self) -> dict:
+        """The autotuner's cache keys: the host and its compiler stand in for the GPU and CUDA."""
+        import platform
+        return {"name": f"emulator ({platform.machine()})", "compute_capability": "host",
+                "runtime": str(find_compiler()[0]), "driver": f"python {platform.python_version()}"}
+
     def launch(self, launch: Launch) -> None:
         launch.check()
         seed = self.seed if self.seed is not None else shuffle_seed()
