@@ -81,13 +81,15 @@ def _resolve_backend(backend, x, p):
 @overload
 def conv2d(input: NumpyInput, filters: NumpyInput, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto", out: Optional[np.ndarray] = None, autotune: Optional[bool] = None) -> np.ndarray: ...
+           algorithm: str = "auto", out: Optional[np.ndarray] = None,
+           autotune: Optional[bool] = None) -> np.ndarray: ...
 
 
 @overload
 def conv2d(input: Any, filters: Any, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto", out: Any = None, autotune: Optional[bool] = None) -> Any: ...  # CuPy, PyTorch, JAX, ... (gpuconv.interop)
+           algorithm: str = "auto", out: Any = None,
+           autotune: Optional[bool] = None) -> Any: ...  # CuPy, PyTorch, JAX, ... (gpuconv.interop)
 
 
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=None, *,

@@ -42,8 +42,9 @@ def zeroed_filters(backend, p: ConvProblem, w):
     n = math.prod(w.shape)
     threads = _threads()
     blocks = _blocks(n, threads)
-    backend.launch(Launch(file="nonfinite_zero", kernel=entry_name("nonfinite_zero", p.dtype, _bits(n, blocks, threads, n)),
-                          grid=(blocks, 1, 1), block=(threads, 1, 1), shared_mem=0, args=(w, wz, np.int64(n), flag)))
+    kernel = entry_name("nonfinite_zero", p.dtype, _bits(n, blocks, threads, n))
+    backend.launch(Launch(file="nonfinite_zero", kernel=kernel, grid=(blocks, 1, 1), block=(threads, 1, 1),
+                          shared_mem=0, args=(w, wz, np.int64(n), flag)))
     return wz, flag
 
 
