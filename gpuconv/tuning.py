@@ -209,7 +209,7 @@ def tune_problem(be, p: ConvProblem, repeats: int = 5, warmup: int = 1, store: b
                 algo.run(p, x, w, out)
             c.times_s = [timer(lambda: algo.run(p, x, w, out)) for _ in range(repeats)]
             y = _to_host(out, p.dtype)
-        except (RuntimeError, ValueError) as e:   # a failed build or launch: that candidate only
+        except Exception as e:  # a failed build (NVRTC's own exception type) or launch: that candidate only
             c.rejected = f"failed: {e}"
             continue
         if reference is None:                      # the default configuration: the yardstick

@@ -137,17 +137,22 @@ def test_a_wrong_variant_is_rejected_and_reported(cache_file, monkeypatch):
             good_run(p, x, w, y)
             y[0, 0, 0, 0] += 1          # fast and wrong: must not win
         bad.run = wrong
+
+        def broken(p, x, w, y):
+            raise RuntimeError("kernel conv_direct_f32_i32 failed in the emulator: boom")
+        out[-2].run = broken
         return out
     monkeypatch.setattr(algorithms.Direct, "variants", with_a_wrong_one)
     result = tuning.tune_problem(be, p, repeats=1, warmup=0)
-    bad_key = real(be.algorithms()["direct"], p)[-1].variant_key
-    (bad,) = [c for c in result.candidates if c.rejected]
-    assert (bad.algorithm, bad.variant) == ("direct", bad_key)
+    keys = [v.variant_key for v in real(be.algorithms()["direct"], p)]
+    failed, bad = [c for c in result.candidates if c.rejected]
+    assert (bad.algorithm, bad.variant, failed.variant) == ("direct", keys[-1], keys[-2])
     assert bad.rejected.startswith("wrong result: differs from ") and "at (0, 0, 0, 0)" in bad.rejected
-    assert bad.median_s is None and (result.winner.algorithm, result.winner.variant) != ("direct", bad_key)
+    assert failed.rejected == "failed: kernel conv_direct_f32_i32 failed in the emulator: boom"
+    assert bad.median_s is None and (result.winner.algorithm, result.winner.variant) != ("direct", keys[-1])
     (entry,) = entries(cache_file).values()
-    assert list(entry["rejected"]) == [f"direct {bad_key}"]
-    assert f"rejected: wrong result" in str(result)
+    assert sorted(entry["rejected"]) == sorted(f"direct {k}" for k in keys[-2:])
+    assert "rejected: wrong result" in str(result) and "rejected: failed" in str(result)
 
 
 def test_processes_tuning_at_once_lose_no_entry(cache_file):
