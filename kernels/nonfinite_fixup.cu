@@ -39,6 +39,7 @@ __device__ __forceinline__ void add_nonfinite_terms(const ConvProblem p, const T
         const int c0 = (k / p.KG) * p.CG;
         const I yo = I(n) * I(p.ysN) + I(oh) * I(p.ysH) + I(ow) * I(p.ysW) + I(k) * I(p.ysK);
         T acc = y[yo];
+        A sum = A(0);  // the definition, used only where a non-finite tap meets a non-finite input
         bool touched = false, polluted = false;
         // The rare path (a non-finite filter value): compact loops, not unrolled.
         #pragma unroll 1
@@ -51,39 +52,22 @@ __device__ __forceinline__ void add_nonfinite_terms(const ConvProblem p, const T
                 if (iw < 0 || iw >= p.W) continue;
                 const I xo = I(n) * I(p.xsN) + I(ih) * I(p.xsH) + I(iw) * I(p.xsW);
                 const I wo = (I(kh * p.KW + kw) * p.CG) * p.K + I(k);
+                A tap = A(0);  // as on the host: per tap the channel sum, then the sum over taps
                 #pragma unroll 1
                 for (int c = 0; c < p.CG; ++c) {
                     const A wv = load_acc(w[wo + I(c) * I(p.K)]);
-                    if (is_finite(wv)) continue;
                     const A xv = load_acc(x[xo + I(c0 + c) * I(p.xsC)]);
+                    tap = add_rn(tap, mul_rn(xv, wv));
+                    if (is_finite(wv)) continue;
                     const T term = store_acc<T>(mul_rn(xv, wv));
                     acc = store_acc<T>(add_rn(load_acc(acc), load_acc(term)));
                     touched = true;
                     polluted = polluted || !is_finite(xv);
                 }
+                sum = add_rn(sum, tap);
             }
         }
-        if (polluted) {  // the definition: per tap the channel sum, then the sum over taps, as on the host
-            A sum = A(0);
-            #pragma unroll 1
-            for (int kh = 0; kh < p.KH; ++kh) {
-                const int ih = oh * p.SH - p.PT + kh * p.DH;
-                if (ih < 0 || ih >= p.H) continue;
-                #pragma unroll 1
-                for (int kw = 0; kw < p.KW; ++kw) {
-                    const int iw = ow * p.SW - p.PL + kw * p.DW;
-                    if (iw < 0 || iw >= p.W) continue;
-                    const I xo = I(n) * I(p.xsN) + I(ih) * I(p.xsH) + I(iw) * I(p.xsW);
-                    const I wo = (I(kh * p.KW + kw) * p.CG) * p.K + I(k);
-                    A tap = A(0);
-                    #pragma unroll 1
-                    for (int c = 0; c < p.CG; ++c)
-                        tap = add_rn(tap, mul_rn(load_acc(x[xo + I(c0 + c) * I(p.xsC)]), load_acc(w[wo + I(c) * I(p.K)])));
-                    sum = add_rn(sum, tap);
-                }
-            }
-            acc = store_acc<T>(sum);
-        }
+        if (polluted) acc = store_acc<T>(sum);
         if (touched) y[yo] = acc;
     }
 }
