@@ -271,3 +271,29 @@ def test_cupy_side_times_with_events_on_the_current_stream(cache_file, monkeypat
     assert sum(c == ("sync", "event") for c in calls) == 3 * n          # one wait per timed run
     (entry,) = entries(cache_file).values()
     assert entry["backend"] == "cupy" and entry["device"]["name"] == "Fake GPU"
+
+
+def test_a_cupy_call_with_a_cache_hit_reads_nothing_back(cache_file, monkeypatch):
+    """Autotuning on: once the problem is cached, a call still only enqueues work (no transfer, no wait)."""
+    calls = []
+    cp = make_fake_cupy(calls)
+    monkeypatch.setattr(cupy_backend, "_import_cupy", lambda: cp)
+    cupy_backend.clear_caches()
+    try:
+        be = cupy_backend.CupyBackend()
+        monkeypatch.setattr(api, "unusable_reason", lambda name: None)
+        monkeypatch.setattr(api, "get_backend", lambda name: be)
+        x, w = (np.random.default_rng(2).integers(-3, 4, s).astype(np.float32) for s in (XS, WS))
+        xd, wd = cp.asarray(x), cp.asarray(w)
+        gpuconv.conv2d(xd, wd, padding="SAME", backend="cupy", autotune=True)    # a miss: tunes, waits
+        assert ("sync", "event") in calls
+        (entry,) = entries(cache_file).values()
+        tuning.clear_memo()
+        del calls[:]
+        y = gpuconv.conv2d(xd, wd, padding="SAME", backend="cupy", autotune=True)
+    finally:
+        cupy_backend.clear_caches()
+    assert [c for c in calls if c[0] in ("d2h", "sync")] == []
+    np.testing.assert_array_equal(y.get(), gpuconv.conv2d_reference(x, w, problem()))
+    assert not [c for c in calls if c[0] == "RawModule"], "every module was built while tuning"
+    assert any(c[0] == "launch" and c[1].startswith(f"conv_{entry['algorithm']}") for c in calls)
