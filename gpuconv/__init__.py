@@ -5,6 +5,7 @@ from .config import set_workspace, settings
 from .gradients import conv2d_backprop_filter, conv2d_backprop_input, conv2d_grads, conv2d_transpose
 from .problem import ConvProblem, parse_problem
 from .reference import conv2d_reference
+from .tuning import tune
 from .version import package_version as _package_version
 
 __version__: str = _package_version()
@@ -18,4 +19,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["conv2d", "conv2d_backprop_input", "conv2d_backprop_filter", "conv2d_transpose", "conv2d_grads", "algorithms", "available_backends", "set_workspace", "settings", "ConvProblem",
-           "parse_problem", "conv2d_reference", "__version__"]
+           "parse_problem", "conv2d_reference", "tune", "__version__"]

@@ -81,17 +81,19 @@ def _resolve_backend(backend, x, p):
 @overload
 def conv2d(input: NumpyInput, filters: NumpyInput, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto", out: Optional[np.ndarray] = None) -> np.ndarray: ...
+           algorithm: str = "auto", out: Optional[np.ndarray] = None,
+           autotune: Optional[bool] = None) -> np.ndarray: ...
 
 
 @overload
 def conv2d(input: Any, filters: Any, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto", out: Any = None) -> Any: ...  # CuPy, PyTorch, JAX, ... (gpuconv.interop)
+           algorithm: str = "auto", out: Any = None,
+           autotune: Optional[bool] = None) -> Any: ...  # CuPy, PyTorch, JAX, ... (gpuconv.interop)
 
 
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=None, *,
-           backend="auto", algorithm="auto", out=None):
+           backend="auto", algorithm="auto", out=None, autotune=None):
     """2-D convolution with the semantics of tf.nn.conv2d.
 
     input: [*batch, H, W, C] (NHWC) or [*batch, C, H, W] (NCHW); any leading batch shape.
@@ -102,6 +104,8 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     of Python numbers become float32, or the other argument's float dtype when that one is an array.
     Arrays with __dlpack__ or __cuda_array_interface__ are used in place (gpuconv.interop); `out`, an
     array of the result's shape and dtype, receives the result and is returned.
+    autotune: with algorithm="auto" on a CUDA backend, run the autotuner's cached winner for this
+    problem, tuning it first when the cache has none (None: GPUCONV_AUTOTUNE, off by default).
     """
     call = Call.enter(input, filters, out)  # foreign arrays in, the caller's type (or out) back
     input, filters = call.input, call.filters
@@ -115,6 +119,10 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
         w = w.astype(p.dtype)
     if x.dtype != p.dtype and be.name != "numpy":
         x = x.astype(p.dtype)
+    if autotune is None:
+        autotune = config.settings.autotune
+    elif not isinstance(autotune, bool):
+        raise TypeError(f"autotune={autotune!r} is not allowed: expected True, False or None (GPUCONV_AUTOTUNE)")
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or one of "
                         f"{sorted(be.algorithms())}")
@@ -131,8 +139,14 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     x4 = x.reshape((p.N,) + tuple(x.shape[-3:]))
     # on the inputs' GPU, not the current one; inputs on two GPUs are refused
     with device_scope(input=x, filters=w) if be.name == "cupy" else contextlib.nullcontext():
-        w_finite, bad = split_filters(w)
-        y = be.run(p, x4, w_finite, algorithm)
-        if len(bad) and not p.is_empty:
-            add_nonfinite_terms(p, _like(x4, y), _like(w, y), y, bad)
+        if be.nonfinite_on_device:
+            if autotune and algorithm == "auto" and not p.is_empty:
+                from .tuning import tuned_algorithm
+                algorithm = tuned_algorithm(be, p)
+            y = be.run(p, x4, w, algorithm)
+        else:
+            w_finite, bad = split_filters(w)
+            y = be.run(p, x4, w_finite, algorithm)
+            if len(bad) and not p.is_empty:
+                add_nonfinite_terms(p, x4, w, y, bad)
     return call.result(_like(y.reshape(tuple(batch_shape) + tuple(y.shape[1:])), x))  # the caller's array type

@@ -1,4 +1,4 @@
-"""The `gpuconv` command: demo, info, kernels (NVRTC report), bench.
+"""The `gpuconv` command: demo, info, kernels (NVRTC report), sanitize, bench, tune.
 
 Each command module exposes add_arguments(parser) and run(args) -> exit code; they are imported
 only when their command runs, so `gpuconv demo` never pays for the benchmark's imports.
@@ -17,6 +17,8 @@ COMMANDS = {
     "sanitize": ("gpuconv.sanitize_cli", "run every CUDA kernel on the emulator under memcheck, racecheck, initcheck "
                  "and synccheck (and --counters: memory efficiency)"),
     "bench": ("gpuconv.bench.runner", "benchmark gpuconv against TensorFlow, PyTorch, JAX and the seed approaches"),
+    "tune": ("gpuconv.tune_cli", "autotune the CUDA kernels' configurations on this device for the bench's layers "
+             "(or --layers) and cache the winners"),
 }
 
 

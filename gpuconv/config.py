@@ -54,6 +54,9 @@ class Settings:
     cuda_min_flops_for_numpy_inputs: int = 1 << 30
     # Use the 64-bit-index kernel variants even when 32 bits would do (tests of the 64-bit path).
     cuda_force_index64: bool = dataclasses.field(default_factory=lambda: _env_flag("GPUCONV_CUDA_INDEX64"))
+    # algorithm="auto" on a CUDA backend runs the autotuner's cached winner, tuning a problem on its
+    # first call (gpuconv/tuning.py); conv2d(..., autotune=...) overrides it per call.
+    autotune: bool = dataclasses.field(default_factory=lambda: _env_flag("GPUCONV_AUTOTUNE"))
 
 
 settings = Settings()

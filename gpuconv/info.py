@@ -70,6 +70,26 @@ def _nvrtc() -> str:
     return f"{'.'.join(map(str, nvrtc.version()))} at {nvrtc.library_path()} (archs: {archs})"
 
 
+def _tune_cache() -> list[str]:
+    """The autotuner's cache: its file, its entries, and for each usable CUDA backend's device how many
+    of its entries are current and how many stale (kernel sources, CUDA versions or variants changed)."""
+    from . import tune_cache
+    path = tune_cache.cache_path()
+    entries = tune_cache.read(path)
+    lines = [f"autotune cache: {path} ({len(entries)} entries{'' if path.exists() else '; no file yet'})"]
+    for name, why in available_backends().items():
+        if name not in ("cupy", "emulator") or why is not None:
+            continue
+        be = get_backend(name)
+        device = be.device_identity()
+        mine = [e for e in entries.values() if e.get("backend") == name
+                and e.get("device", {}).get("name") == device["name"]
+                and e.get("device", {}).get("compute_capability") == device["compute_capability"]]
+        stale = sum(tune_cache.stale_reason(e, be, device) is not None for e in mine)
+        lines.append(f"  {name} on {device['name']}: {len(mine) - stale} current, {stale} stale")
+    return lines
+
+
 def run(args) -> int:
     print(f"gpuconv {gpuconv.__version__}  (Python {platform.python_version()}, NumPy {np.__version__}, "
           f"{platform.system()} {platform.machine()})")
@@ -91,5 +111,7 @@ def run(args) -> int:
     print(f"CUDA headers (cuda_fp16.h, cuda_bf16.h): {_headers()}")
     print(f"NVRTC: {_nvrtc()}")
     print(f"C++ compiler: {_compiler()}")
+    for line in _tune_cache():
+        print(line)
     sys.stdout.flush()
     return 0

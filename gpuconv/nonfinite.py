@@ -9,6 +9,9 @@ on the filters with non-finite values replaced by 0 and then adds each non-finit
 Where such a tap reads a non-finite input the zeroed GEMM already summed Inf * 0 = NaN, which is no
 term of the definition: those outputs (few: an Inf input under an Inf tap) are recomputed from the
 definition instead, so every output is what IEEE arithmetic gives for the exact sum of its terms.
+
+This module does it on the host, for the NumPy backend. The CUDA backends do the same on the device
+(kernels/nonfinite_zero.cu and nonfinite_fixup.cu), so that a GPU call never reads device memory.
 """
 from __future__ import annotations
 
@@ -19,44 +22,28 @@ from .dtypes import accumulator
 from .problem import ConvProblem
 
 
-def _xp(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-    return cupy
+def split_filters(w: np.ndarray):
+    """(filters with non-finite values zeroed, array of those values' [kh, kw, c, k] indices).
 
-
-def split_filters(w):
-    """(filters with non-finite values zeroed, host array of those values' [kh, kw, c, k] indices).
-
-    All-finite filters (the common case) are checked without a temporary of their size on the host:
-    a float64 sum is finite exactly when no value is NaN/Inf (an overflowing sum of huge finite values
-    only sends us to the exact check). CuPy filters are checked on the device by one reduction; its
-    one-scalar result is the only transfer (a sync), and the filters are copied to the host only when
-    they hold a non-finite value."""
-    if isinstance(w, np.ndarray):
-        with np.errstate(over="ignore", invalid="ignore"):
-            all_finite = bool(np.isfinite(np.sum(w, dtype=np.float64))) or bool(np.isfinite(w).all())
-        xp = np
-    else:
-        xp = _xp(w)
-        all_finite = bool(xp.isfinite(w).all())        # the one device-to-host transfer
+    All-finite filters (the common case) are checked without a temporary of their size: a float64 sum
+    is finite exactly when no value is NaN/Inf (an overflowing sum of huge finite values only sends us
+    to the exact check)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        all_finite = bool(np.isfinite(np.sum(w, dtype=np.float64))) or bool(np.isfinite(w).all())
     if all_finite:
         return w, np.empty((0, 4), np.intp)
-    finite = xp.isfinite(w)
-    bad = np.argwhere(~(finite.get() if xp is not np else finite))
-    return xp.where(finite, w, xp.zeros((), w.dtype)), bad
+    finite = np.isfinite(w)
+    return np.where(finite, w, np.zeros((), w.dtype)), np.argwhere(~finite)
 
 
 def add_nonfinite_terms(p: ConvProblem, x, w, y, bad) -> None:
-    """y += the terms of each non-finite filter value (in place, any array module); outputs where such
-    a value meets a non-finite input are recomputed from the definition."""
+    """y += the terms of each non-finite filter value (in place, NumPy arrays); outputs where such a
+    value meets a non-finite input are recomputed from the definition."""
     with np.errstate(all="ignore"):                    # 0 * Inf = NaN is the IEEE answer, not a warning
         _add_terms(p, x, w, y, bad)
 
 
 def _add_terms(p: ConvProblem, x, w, y, bad) -> None:
-    xp = _xp(y)
     xv = x if p.layout == "NHWC" else x.transpose(0, 2, 3, 1)
     yv = y if p.layout == "NHWC" else y.transpose(0, 2, 3, 1)
     polluted = []
@@ -70,23 +57,22 @@ def _add_terms(p: ConvProblem, x, w, y, bad) -> None:
         channel = (k // p.KG) * p.CG + c
         src = xv[:, a * p.SH + ih:(b - 1) * p.SH + ih + 1:p.SH, l * p.SW + iw:(r - 1) * p.SW + iw + 1:p.SW, channel]
         yv[:, a:b, l:r, k] = yv[:, a:b, l:r, k] + src * w[kh, kw, c, k]
-        n, oh, ow = xp.nonzero(~xp.isfinite(src))      # where Inf * 0 polluted the GEMM's sum
+        n, oh, ow = np.nonzero(~np.isfinite(src))      # where Inf * 0 polluted the GEMM's sum
         polluted.append(((n * p.OH + oh + a) * p.OW + ow + l) * p.K + k)
     if polluted:
-        flat = xp.unique(xp.concatenate(polluted))     # NHWC flat output indices, each once
-        at = xp.stack(xp.unravel_index(flat, (p.N, p.OH, p.OW, p.K)), axis=1)
+        flat = np.unique(np.concatenate(polluted))     # NHWC flat output indices, each once
+        at = np.stack(np.unravel_index(flat, (p.N, p.OH, p.OW, p.K)), axis=1)
         if at.shape[0]:
             yv[at[:, 0], at[:, 1], at[:, 2], at[:, 3]] = _outputs_by_definition(p, xv, w, at).astype(y.dtype)
 
 
 def _outputs_by_definition(p: ConvProblem, xv, w, at):
     """y[n, oh, ow, k] for the rows (n, oh, ow, k) of `at`: the sum of x * w over the taps that read an
-    input pixel, in the accumulator type (NHWC input view, any array module)."""
-    xp = _xp(xv)
+    input pixel, in the accumulator type (NHWC input view)."""
     ct = accumulator(p.dtype)
     n, oh, ow, k = (at[:, i] for i in range(4))
     c0 = (k // p.KG) * p.CG                               # the first input channel of k's group
-    total = xp.zeros(at.shape[0], ct)
+    total = np.zeros(at.shape[0], ct)
     for kh in range(p.KH):
         ih = oh * p.SH - p.PT + kh * p.DH
         for kw in range(p.KW):
@@ -94,8 +80,8 @@ def _outputs_by_definition(p: ConvProblem, xv, w, at):
             inside = (ih >= 0) & (ih < p.H) & (iw >= 0) & (iw < p.W)
             if not bool(inside.any()):
                 continue
-            rows = xp.flatnonzero(inside)
-            chans = c0[rows, None] + xp.arange(p.CG)
+            rows = np.flatnonzero(inside)
+            chans = c0[rows, None] + np.arange(p.CG)
             xs = xv[n[rows, None], ih[rows, None], iw[rows, None], chans].astype(ct)
             ws = w[kh, kw][:, k[rows]].T.astype(ct)        # [rows, CG]
             total[rows] = total[rows] + (xs * ws).sum(axis=1)

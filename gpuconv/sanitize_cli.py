@@ -92,8 +92,10 @@ def run(args) -> int:
                         for c in launched:
                             per_kernel.setdefault(c.kernel, []).append(c)
                         # the convolution's multiply-adds, counted from the problem (g++ gives no FMA
-                        # hook), belong to the kernel that does them: every one but im2col's gather
-                        for name in {c.kernel for c in launched if "im2col" not in c.kernel}:
+                        # hook), belong to the kernel that does them: not im2col's gather, not the
+                        # non-finite filter handling
+                        for name in {c.kernel for c in launched
+                                     if "im2col" not in c.kernel and "nonfinite" not in c.kernel}:
                             fmas[name] = fmas.get(name, 0) + layer_fmas(layer)
     finally:
         config.settings.cuda_force_index64 = saved

@@ -2,9 +2,13 @@
 options, caches, device handling, shared-memory opt-in, the kernel call) runs without a GPU.
 
 It refuses what the CUDA driver refuses and records what a test needs to see: every module load and
-get_function, the current device at each launch, and any silent copy between devices."""
+get_function, the current device at each launch, any silent copy between devices, every read of device
+data by the host (("d2h", how): .get(), asnumpy, bool/float/int/item() of a device array) and every
+wait for the device (("sync", what): stream, device and event synchronize). Events time with
+perf_counter: the emulator runs a launch before the call returns."""
 from __future__ import annotations
 
+import time
 import types
 
 import numpy as np
@@ -28,8 +32,29 @@ class DeviceArray(np.ndarray):
     def device(self):  # NumPy 2's ndarray.device ("cpu") is read-only: this one is the stand-in's Device
         return self._device
 
-    def get(self):
-        return np.asarray(self)
+    def _log(self, how: str) -> None:
+        if self._device is not None:
+            self._device.state.calls.append(("d2h", how))
+
+    def get(self, *args, **kwargs):
+        self._log("get")
+        return np.asarray(self).copy()
+
+    def __bool__(self):
+        self._log("bool")
+        return bool(np.asarray(self))
+
+    def __float__(self):
+        self._log("float")
+        return float(np.asarray(self))
+
+    def __int__(self):
+        self._log("int")
+        return int(np.asarray(self))
+
+    def item(self, *args):
+        self._log("item")
+        return np.asarray(self).item(*args)
 
 
 class Device:
@@ -54,6 +79,38 @@ class Device:
     def __exit__(self, *exc):
         self.state.current = self.state.stack.pop()
         return False
+
+    def synchronize(self):
+        self.state.calls.append(("sync", "device"))
+
+
+class Stream:
+    """cupy.cuda.Stream: only its synchronize matters here (logged)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def synchronize(self):
+        self.state.calls.append(("sync", "stream"))
+
+
+class Event:
+    """cupy.cuda.Event: record() notes perf_counter; synchronize() is a logged wait."""
+
+    def __init__(self, state):
+        self.state, self.t = state, None
+
+    def record(self, stream=None):
+        self.state.calls.append(("event", "record"))
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        self.state.calls.append(("sync", "event"))
+
+
+def _elapsed_ms(start: Event, end: Event) -> float:
+    assert start.t is not None and end.t is not None, "elapsed time of an event that was never recorded"
+    return (end.t - start.t) * 1e3
 
 
 def _file_of(code: str) -> str:
@@ -118,10 +175,23 @@ def make_fake_cupy(calls: list, nvrtc_error: Exception | None = None):
             raise nvrtc_error
         return (13, 0)
 
+    def asnumpy(a, *args, **kwargs):
+        if isinstance(a, DeviceArray):
+            a._log("asnumpy")
+        return np.array(a)
+
+    runtime = types.SimpleNamespace(
+        deviceSynchronize=lambda: calls.append(("sync", "runtime")),
+        getDeviceProperties=lambda id: {"name": b"Fake GPU", "major": 9, "minor": 0},
+        runtimeGetVersion=lambda: 13000, driverGetVersion=lambda: 13000)
+    stream = Stream(state)
     ns = types.SimpleNamespace(
-        RawModule=RawModule, is_available=lambda: True,
-        cuda=types.SimpleNamespace(Device=lambda id=None: Device(state, id), nvrtc=types.SimpleNamespace(getVersion=getVersion)),
+        RawModule=RawModule, is_available=lambda: True, asnumpy=asnumpy,
+        cuda=types.SimpleNamespace(Device=lambda id=None: Device(state, id), nvrtc=types.SimpleNamespace(getVersion=getVersion),
+                                   Stream=lambda *a, **k: Stream(state), get_current_stream=lambda: stream,
+                                   Event=lambda *a, **k: Event(state), get_elapsed_time=_elapsed_ms, runtime=runtime),
         empty=lambda *a, **k: on_device(None, np.empty(*a, **k)),
+        zeros=lambda *a, **k: on_device(None, np.zeros(*a, **k)),
         asarray=lambda a, *r, **k: on_device(a, np.asarray(a, *r, **k)),
         ascontiguousarray=lambda a, *r, **k: on_device(a, np.ascontiguousarray(a, *r, **k)),
         state=state)

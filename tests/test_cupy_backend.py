@@ -52,12 +52,14 @@ def test_launch_path_compiles_once_and_looks_kernels_up_once(fake):
         assert isinstance(y, DeviceArray)
         np.testing.assert_array_equal(y.get(), gpuconv.conv2d_reference(x, w, p))
     modules = [c for c in calls if c[0] == "RawModule"]
-    assert len(modules) == 3, "one module per kernel file (direct, im2col, gemm), compiled once each"
+    assert len(modules) == 5, ("one module per kernel file (direct, im2col, gemm, nonfinite_zero, "
+                               "nonfinite_fixup), compiled once each")
     assert all("-std=c++17" in opts and any(o.startswith("-I") for o in opts) for _, opts, _ in modules)
     lookups = [c[1] for c in calls if c[0] == "get_function"]
     assert sorted(lookups) == sorted(set(lookups)) == ["conv_direct_f32_i32", "conv_gemm_f32_i32",
-                                                       "conv_im2col_f32_i32"]
-    assert sum(c[0] == "launch" for c in calls) == 5
+                                                       "conv_im2col_f32_i32", "nonfinite_fixup_f32_i32",
+                                                       "nonfinite_zero_f32_i32"]
+    assert sum(c[0] == "launch" for c in calls) == 5 + 3 * 2   # + zeroing and fix-up per run
     assert any(c[0] == "launch" and c[1] == "conv_direct_f32_i32" and c[3] == (256, 1, 1) for c in calls)
 
 
@@ -191,3 +193,22 @@ def test_gradients_run_on_the_inputs_device_and_stay_there(fake, monkeypatch):
     dwb = gpuconv.conv2d_backprop_filter(x.astype(bfloat16), w.shape, dy.astype(bfloat16), 2, "SAME", backend="cupy")
     assert type(dwb) is np.ndarray and dwb.dtype == bfloat16
     np.testing.assert_array_equal(dwb.astype(np.float64), rw.astype(bfloat16).astype(np.float64))
+
+
+@pytest.mark.parametrize("nonfinite", [False, True])
+def test_a_conv2d_call_reads_nothing_back_and_waits_for_nothing(api_on_fake, nonfinite):
+    """Issue 10 item 6: a call on device arrays only enqueues work; non-finite filters are handled on
+    the device too (a flag the fix-up kernel reads there), with the host backend's results."""
+    cp, calls, be = api_on_fake
+    x, w = inputs()
+    if nonfinite:
+        w[1, 1, 2, 3], w[0, 2, 5, 0] = np.inf, np.nan
+        x[0, 1, 1, 2] = -np.inf          # meets the Inf tap: an output recomputed from the definition
+    xd, wd = cp.asarray(x), cp.asarray(w)
+    del calls[:]
+    y = gpuconv.conv2d(xd, wd, padding="SAME", backend="cupy", algorithm="gemm")
+    assert [c for c in calls if c[0] in ("d2h", "sync")] == []
+    launched = [c[1] for c in calls if c[0] == "launch"]
+    assert launched[0] == "nonfinite_zero_f32_i32" and launched[-1] == "nonfinite_fixup_f32_i32"
+    np.testing.assert_array_equal(y.get(), gpuconv.conv2d(x, w, padding="SAME", backend="numpy",
+                                                          algorithm="gemm"))

@@ -305,3 +305,20 @@ def test_a_grid_run_one_block_per_slice_gives_the_same_bits(kernels, monkeypatch
     monkeypatch.setattr(emulator, "SLICE_SECONDS", 0.0)
     for seed, expected in zip((1, 2), whole):
         np.testing.assert_array_equal(racy(seed), expected)
+
+
+def test_two_builds_of_one_kernel_file_keep_their_own_shared_arrays():
+    """g++ gives a template function's static (here __shared__) arrays STB_GNU_UNIQUE binding: the dynamic
+    linker shares one copy among every library loaded in the process, RTLD_LOCAL or not. gemm.cu built
+    with 128x64 tiles and then with 64x128 ran the second build on the first one's smaller B tile (wrong
+    results, found by the autotuner); -fno-gnu-unique keeps each build's arrays its own."""
+    be = get_backend("emulator")
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 4, (1, 6, 6, 8)).astype(np.float32)
+    w = rng.integers(-3, 4, (3, 3, 8, 8)).astype(np.float32)
+    p = problem(x.shape, w.shape)
+    gemm = be.algorithms()["gemm"]
+    for macros in (dict(GEMM_BM=128, GEMM_BN=64, GEMM_BK=16, GEMM_TM=8, GEMM_TN=4),
+                   dict(GEMM_BM=64, GEMM_BN=128, GEMM_BK=16, GEMM_TM=4, GEMM_TN=8)):
+        np.testing.assert_array_equal(be.run(p, x, w, gemm.configured(**macros)), gpuconv.conv2d_reference(x, w, p),
+                                      err_msg=str(macros))

@@ -1,67 +1,18 @@
-"""split_filters on a device array: one reduction on the device, one scalar fetched, and no host copy
-of the filters unless they hold a non-finite value. A stand-in array class counts the transfers (this
-host has no GPU; the CuPy calls split_filters makes are the few the stand-in module provides)."""
+"""Non-finite filter values: the host way (gpuconv/nonfinite.py, for the NumPy backend) and the
+device way of the CUDA backends (kernels/nonfinite_*.cu) give the same bits. That no CuPy call reads
+device memory is tested in test_cupy_backend.py."""
 from __future__ import annotations
 
-import types
-
 import numpy as np
+import pytest
 
+import gpuconv
 from gpuconv import nonfinite
+from gpuconv.backends import available_backends, get_backend
+from gpuconv.backends.cuda import nonfinite_launch
+from gpuconv.dtypes import bfloat16
 
-
-class DeviceArray:
-    """A NumPy array behind the device boundary: .get() and bool() are the transfers to the host."""
-    transfers: list[str] = []
-
-    def __init__(self, a):
-        self.a = np.asarray(a)
-
-    dtype = property(lambda self: self.a.dtype)
-
-    def all(self):
-        return DeviceArray(self.a.all())
-
-    def __invert__(self):
-        return DeviceArray(~self.a)
-
-    def __bool__(self):
-        DeviceArray.transfers.append(f"scalar {self.a.shape}")
-        return bool(self.a)
-
-    def get(self):
-        DeviceArray.transfers.append(f"array {self.a.shape}")
-        return self.a.copy()
-
-
-def _unwrap(v):
-    return v.a if isinstance(v, DeviceArray) else v
-
-
-fake_cupy = types.SimpleNamespace(
-    isfinite=lambda a: DeviceArray(np.isfinite(a.a)),
-    where=lambda c, a, b: DeviceArray(np.where(_unwrap(c), _unwrap(a), _unwrap(b))),
-    zeros=lambda shape, dtype: DeviceArray(np.zeros(shape, dtype)))
-
-
-def test_finite_device_filters_cost_one_scalar_fetch(monkeypatch):
-    monkeypatch.setattr(nonfinite, "_xp", lambda a: fake_cupy)
-    monkeypatch.setattr(DeviceArray, "transfers", [])
-    w = DeviceArray(np.random.default_rng(0).standard_normal((3, 3, 4, 5)).astype(np.float32))
-    w_finite, bad = nonfinite.split_filters(w)
-    assert w_finite is w and bad.shape == (0, 4)
-    assert DeviceArray.transfers == ["scalar ()"]
-
-
-def test_nonfinite_device_filters_are_searched_on_the_host_once(monkeypatch):
-    monkeypatch.setattr(nonfinite, "_xp", lambda a: fake_cupy)
-    monkeypatch.setattr(DeviceArray, "transfers", [])
-    host = np.ones((3, 3, 4, 5), np.float32)
-    host[1, 2, 3, 4], host[0, 0, 0, 0] = np.inf, np.nan
-    w_finite, bad = nonfinite.split_filters(DeviceArray(host))
-    assert bad.tolist() == [[0, 0, 0, 0], [1, 2, 3, 4]]
-    assert isinstance(w_finite, DeviceArray) and np.isfinite(w_finite.a).all() and w_finite.a.sum() == host.size - 2
-    assert DeviceArray.transfers == ["scalar ()", "array (3, 3, 4, 5)"]   # the mask, not the filters
+EMULATOR_REASON = available_backends()["emulator"]
 
 
 def test_numpy_filters_checked_without_a_filter_sized_temporary():
@@ -74,3 +25,30 @@ def test_numpy_filters_checked_without_a_filter_sized_temporary():
     finally:
         tracemalloc.stop()
     assert peak < w.size // 4, f"{peak} bytes traced: a temporary of the filters' size (np.isfinite(w))"
+
+
+@pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, bfloat16])
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("max_blocks", [256, 1])
+def test_device_fixup_gives_the_host_results_bit_for_bit(dtype, data_format, max_blocks, monkeypatch):
+    """kernels/nonfinite_*.cu (the CUDA backends' way) against this module's host way, on the same
+    zeroed-filter sums: equal bits, NaNs where the host has NaNs. One block makes every thread step
+    through several outputs (the fix-up's mixed-radix carries)."""
+    monkeypatch.setattr(nonfinite_launch, "FIXUP_MAX_BLOCKS", max_blocks)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 7, 4)).astype(dtype)
+    w = rng.standard_normal((3, 3, 2, 6)).astype(dtype)           # two groups
+    w[0, 0, 1, 4], w[1, 2, 0, 1], w[2, 1, 1, 1] = np.inf, -np.inf, np.nan
+    x[1, 0, 0, 2], x[0, 3, 4, 0] = np.inf, np.nan
+    if data_format == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    p = gpuconv.parse_problem(x.shape, x.dtype, w.shape, w.dtype, 1, "SAME", data_format, None)[0]
+    be = get_backend("emulator")
+    w_finite, bad = nonfinite.split_filters(w)
+    host = be.run(p, x, w_finite, "gemm")
+    nonfinite.add_nonfinite_terms(p, x, w, host, bad)
+    device = be.run(p, x, w, "gemm")
+    assert np.isnan(host.astype(np.float32)).any() and np.isinf(host.astype(np.float32)).any()
+    np.testing.assert_array_equal(device.astype(np.float64),
+                                  host.astype(np.float64))

@@ -26,6 +26,9 @@ class Algorithm:
 class Backend:
     name: str = ""
     summary: str = ""
+    # True when run() itself gives non-finite filter values their tf.nn.conv2d meaning (the CUDA
+    # backends, on the device); else conv2d does it around run() (gpuconv/nonfinite.py).
+    nonfinite_on_device: bool = False
 
     def unavailable_reason(self) -> Optional[str]:
         """None when usable on this host, else why not."""

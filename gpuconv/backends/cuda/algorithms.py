@@ -5,6 +5,7 @@ Written once for both CUDA backends: `self.backend.xp` allocates (NumPy or CuPy)
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional
 
@@ -16,7 +17,7 @@ from ...problem import ConvProblem
 from ..base import Algorithm
 from .launch import INDEX32_LIMIT, Launch, entry_name, grid_stride_end, index_bits
 from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, layout_strides, make_struct
-from .sources import default_macros
+from .sources import default_macros, load_source, source_hash
 
 # Static + dynamic shared memory a block may use without opting in (all of sm_75 .. sm_90).
 MAX_SHARED_BYTES = 48 * 1024
@@ -45,6 +46,7 @@ def grid_stride_blocks(total: int, threads: int) -> int:
 
 class CudaAlgorithm(Algorithm):
     file = ""
+    files: tuple[str, ...] = ()   # every kernel file it launches: their sources key the autotuner's cache
     # -D overrides of tile macros for every kernel file this algorithm launches (macro names carry the
     # file's prefix); grids and shared memory below are computed from the same values.
     defines: tuple[tuple[str, int], ...] = ()
@@ -56,6 +58,44 @@ class CudaAlgorithm(Algorithm):
         """A tile parameter as the kernel is compiled: the -D override, else the #ifndef default."""
         return dict(self.defines).get(name, default_macros(file)[name])
 
+    def defines_for(self, file: str) -> tuple[tuple[str, int], ...]:
+        """The overrides of `file`'s own macros: another file's tile sizes must not make a second build."""
+        own = default_macros(file)
+        return tuple((k, v) for k, v in self.defines if k in own)
+
+    def configured(self, **macros: int) -> "CudaAlgorithm":
+        """A copy of this algorithm compiled with these tile macros (the others keep their values)."""
+        clone = copy.copy(self)
+        merged = dict(self.defines)
+        merged.update(macros)
+        clone.defines = tuple(sorted(merged.items()))
+        return clone
+
+    def variants(self, p: ConvProblem) -> list["CudaAlgorithm"]:
+        """Configured instances worth timing on p, each able to run it; the first is what `auto` uses
+        without tuning. Subclasses with tile or launch parameters list theirs."""
+        return [self]
+
+    def source_hash(self) -> str:
+        """A hash of the kernel sources it launches (our headers inlined): a tuning result holds only
+        for the kernels it timed."""
+        return source_hash(*(load_source(f) for f in self.files))
+
+    @property
+    def variant_key(self) -> str:
+        """A stable name of the configuration (the autotuner's cache stores it)."""
+        return ",".join(f"{k}={v}" for k, v in self.defines) or "default"
+
+    def _runnable(self, p: ConvProblem, configs: list[dict]) -> list["CudaAlgorithm"]:
+        """[self] + each configuration of `configs` that can run p, without repeats."""
+        out, keys = [self], {self.variant_key}
+        for macros in configs:
+            v = self.configured(**macros)
+            if v.variant_key not in keys and v.why_not(p) is None:
+                out.append(v)
+                keys.add(v.variant_key)
+        return out
+
     def bits(self, *spans: int) -> int:
         return index_bits(*spans, force64=config.settings.cuda_force_index64)
 
@@ -64,7 +104,16 @@ class Direct(CudaAlgorithm):
     name = "direct"
     summary = "direct convolution: input patch + filter slice staged in shared memory, register accumulators"
     file = "direct"
+    files = ("direct",)
     MAX_CC = 16  # input channels staged per step, at most
+    # Tiles the autotuner tries beside the default 8x8 pixels x 16 channels (4 per thread): wide rows,
+    # and a small tile for small images. None spills on sm_75..sm_90 (nvcc 13, ptxas -v); 32-channel
+    # tiles (8x8x32 with 8 or 4 per thread, 4x8x32 with 8) did.
+    TUNING = (dict(DIRECT_TILE_OH=4, DIRECT_TILE_OW=16, DIRECT_TILE_K=16, DIRECT_THREAD_K=4),
+              dict(DIRECT_TILE_OH=4, DIRECT_TILE_OW=8, DIRECT_TILE_K=16, DIRECT_THREAD_K=4))
+
+    def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
+        return self._runnable(p, list(self.TUNING))
 
     @property
     def TILE_OH(self) -> int:
@@ -117,7 +166,7 @@ class Direct(CudaAlgorithm):
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_direct", p.dtype, bits), grid=self.grid(p),
             block=(self.threads, 1, 1), shared_mem=self.shared_bytes(p, cc),
-            args=(conv_problem_struct(p), x, w, out, np.int32(cc)), defines=self.defines))
+            args=(conv_problem_struct(p), x, w, out, np.int32(cc)), defines=self.defines_for(self.file)))
 
 
 def _address(a) -> int:
@@ -126,6 +175,17 @@ def _address(a) -> int:
 
 class GemmLaunches(CudaAlgorithm):
     """Builds launches of gemm.cu, with its tile sizes as compiled."""
+
+    # Tiles the autotuner tries beside the default 64x64x16 with 4x4 per thread: 128x128 with 8x8 per
+    # thread (more reuse per load), 128x64 with 512 threads for many output pixels, 32x64 for small M.
+    # Static shared memory stays below 17 KB (float64); none spills on sm_75..sm_90 (nvcc 13, ptxas -v),
+    # which ruled out 128x64 with 8x4 and 64x128 with 4x8 per thread.
+    TUNING = (dict(GEMM_BM=128, GEMM_BN=128, GEMM_BK=8, GEMM_TM=8, GEMM_TN=8),
+              dict(GEMM_BM=128, GEMM_BN=64, GEMM_BK=16, GEMM_TM=4, GEMM_TN=4),
+              dict(GEMM_BM=32, GEMM_BN=64, GEMM_BK=16, GEMM_TM=2, GEMM_TN=4))
+
+    def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
+        return self._runnable(p, list(self.TUNING))
 
     @property
     def BM(self) -> int:
@@ -151,7 +211,7 @@ class GemmLaunches(CudaAlgorithm):
             M=M, KG=p.KG, R=p.R, G=p.G, c_mi=p.OH * p.OW, c_m0=c_m0, vec_a=int(vec_a), vec_b=int(vec_b)))
         return Launch(file="gemm", kernel=entry_name("conv_gemm", p.dtype, bits),
                       grid=(-(-M // self.BM), -(-p.KG // self.BN), p.G),
-                      block=(self.threads, 1, 1), shared_mem=0, args=(q, a, w, out), defines=self.defines)
+                      block=(self.threads, 1, 1), shared_mem=0, args=(q, a, w, out), defines=self.defines_for("gemm"))
 
     def grid_reason(self, p: ConvProblem, M: int) -> Optional[str]:
         gy = -(-p.KG // self.BN)
@@ -170,6 +230,7 @@ class GemmLaunches(CudaAlgorithm):
 
 class PointwiseGemm(GemmLaunches):
     name = "gemm1x1"
+    files = ("gemm",)
     summary = "1x1 stride-1 unpadded: the hand-written GEMM on the input itself, no im2col"
 
     def why_not(self, p: ConvProblem) -> Optional[str]:
@@ -185,6 +246,7 @@ class PointwiseGemm(GemmLaunches):
 
 class Im2colGemm(GemmLaunches):
     name = "gemm"
+    files = ("im2col", "gemm")
     summary = ("im2col of bounded blocks of output pixels into a workspace, then the hand-written tiled "
                "GEMM, batched over groups, writing straight into the output layout")
 
@@ -217,13 +279,14 @@ class Im2colGemm(GemmLaunches):
             self.backend.launch(Launch(
                 file="im2col", kernel=im2col, grid=(blocks, 1, 1),
                 block=(threads, 1, 1), shared_mem=0, args=(conv, x, a, np.int32(m0), np.int32(rows)),
-                defines=self.defines))
+                defines=self.defines_for("im2col")))
             a_strides = dict(a_mi=rows, a_s_img=0, a_s_m=p.R, a_s_r=1, a_s_g=rows * p.R)
             self.backend.launch(self.gemm_launch(p, a, w, out, rows, a_strides, m0, bits))
 
 
 class Depthwise(CudaAlgorithm):
     name = "depthwise"
+    files = ("depthwise",)
     summary = "one input channel per group: one thread per output, KH*KW multiply-adds, coalesced loads"
     file = "depthwise"
 
@@ -242,7 +305,7 @@ class Depthwise(CudaAlgorithm):
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_depthwise", p.dtype, bits),
             grid=(blocks, 1, 1), block=(threads, 1, 1), shared_mem=0,
-            args=(conv_problem_struct(p), x, w, out), defines=self.defines))
+            args=(conv_problem_struct(p), x, w, out), defines=self.defines_for(self.file)))
 
 
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:

@@ -9,6 +9,7 @@ class CudaBackend(Backend):
     """A backend that runs kernels/*.cu; subclasses provide `xp` (array module) and `launch`."""
 
     xp = None
+    nonfinite_on_device = True
 
     def __init__(self):
         from .algorithms import make_algorithms
@@ -44,6 +45,10 @@ class CudaBackend(Backend):
     def launch(self, launch) -> None:
         raise NotImplementedError
 
+    def device_identity(self) -> dict:
+        """name, compute_capability, runtime, driver (strings) of the device that runs the kernels."""
+        raise NotImplementedError
+
     @staticmethod
     def headers_reason():
         """None when CUDA's half-precision headers are found (every kernel file includes them), else why."""
@@ -60,11 +65,21 @@ class CudaBackend(Backend):
             a = a.view(stored)
         return self.xp.ascontiguousarray(self.xp.asarray(a))
 
-    def run(self, p: ConvProblem, x, w, algorithm: str):
-        algo = self.choose(p) if algorithm == "auto" else self._algos[algorithm]
+    def run(self, p: ConvProblem, x, w, algorithm):
+        """algorithm: "auto", a name, or a configured CudaAlgorithm (a variant, as the autotuner picks).
+        Non-finite filter values are handled on the device (nonfinite_launch.py): nothing here waits
+        for the device or reads its memory."""
+        from .nonfinite_launch import add_nonfinite_terms, zeroed_filters
+        if isinstance(algorithm, str):
+            algo = self.choose(p) if algorithm == "auto" else self._algos[algorithm]
+        else:
+            algo = algorithm
         out = self.xp.empty(p.output_shape, self.storage_dtype(p.dtype))
         if not p.is_empty:
-            algo.run(p, self.to_device(x, p.dtype), self.to_device(w, p.dtype), out)
+            xd, wd = self.to_device(x, p.dtype), self.to_device(w, p.dtype)
+            w_finite, flag = zeroed_filters(self, p, wd)
+            algo.run(p, xd, w_finite, out)
+            add_nonfinite_terms(self, p, xd, wd, out, flag)
         return self._returned(out, x, p.dtype)
 
     def run_gradient(self, algo, p: ConvProblem, a, dy, shape: tuple):

@@ -76,8 +76,19 @@ def _device_limits(device_id: int) -> DeviceLimits:
                         shared_optin=attrs["MaxSharedMemoryPerBlockOptin"])
 
 
+@functools.lru_cache(maxsize=None)
+def _device_identity(device_id: int) -> tuple:
+    cupy = _cupy()
+    props = cupy.cuda.runtime.getDeviceProperties(device_id)
+    name = props["name"]
+    return (("name", name.decode() if isinstance(name, bytes) else str(name)),
+            ("compute_capability", f"{props['major']}.{props['minor']}"),
+            ("runtime", str(cupy.cuda.runtime.runtimeGetVersion())),
+            ("driver", str(cupy.cuda.runtime.driverGetVersion())))
+
+
 def clear_caches() -> None:
-    for cache in (_module, _kernel, _device_limits, _preload_nvrtc):
+    for cache in (_module, _kernel, _device_limits, _device_identity, _preload_nvrtc):
         cache.cache_clear()
 
 
@@ -129,6 +140,11 @@ class CupyBackend(CudaBackend):
 
     def owns(self, array) -> bool:
         return _is_cupy(array)
+
+    def device_identity(self) -> dict:
+        """The current device's name, compute capability, CUDA runtime and driver versions (the
+        autotuner's cache keys); read once per device."""
+        return dict(_device_identity(_cupy().cuda.Device().id))
 
     def run(self, p, x, w, algorithm: str):
         with device_scope(input=x, filters=w):

@@ -36,7 +36,10 @@ from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
 # ctypes releases the GIL during a launch; one launch at a time, as on a single GPU stream.
 _LAUNCH_LOCK = threading.Lock()
 
-CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
+# -fno-gnu-unique: g++ would give a template function's static (__shared__) arrays STB_GNU_UNIQUE binding,
+# one copy per process across all loaded libraries, so two builds of a file with different tile macros
+# would share the first one's arrays.
+CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing", "-fno-gnu-unique")
 # A launch runs its grid in slices of about this many seconds, returning to Python between them: the
 # interpreter runs signal handlers only there, so this bounds how late Ctrl-C arrives.
 SLICE_SECONDS = 0.05
@@ -213,6 +216,12 @@ class EmulatorBackend(CudaBackend):
 
     def owns(self, array) -> bool:
         return False  # never chosen by "auto": a NumPy input goes to the numpy backend
+
+    def device_identity(self) -> dict:
+        """The autotuner's cache keys: the host and its compiler stand in for the GPU and CUDA."""
+        import platform
+        return {"name": f"emulator ({platform.machine()})", "compute_capability": "host",
+                "runtime": str(find_compiler()[0]), "driver": f"python {platform.python_version()}"}
 
     def launch(self, launch: Launch) -> None:
         launch.check()
