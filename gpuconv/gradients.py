@@ -24,7 +24,8 @@ import numpy as np
 
 from . import config
 from .arg_types import IntOrInts, Padding
-from .backends.numpy_backend import _ieee, _taps, nhwc_view
+from .backends.numpy.ieee import ieee as _ieee
+from .backends.numpy.slabs import nhwc_view, taps as _taps
 from .chunks import output_blocks
 from .dtypes import accumulator
 from .problem import ConvProblem, parse_problem

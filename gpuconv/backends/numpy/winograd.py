@@ -34,12 +34,14 @@ from typing import Optional
 
 import numpy as np
 
-from .. import config
-from ..chunks import output_blocks
-from ..dtypes import accumulator
-from ..problem import ConvProblem
-from .base import Algorithm
-from .numpy_backend import input_slab
+from ... import config
+from ...chunks import output_blocks
+from ...dtypes import accumulator
+from ...problem import ConvProblem
+from ..base import Algorithm
+from . import threads
+from .gemm import Im2colGemm
+from .slabs import input_slab
 
 
 def toom_cook(m: int, r: int, points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -190,10 +192,9 @@ class Winograd(Algorithm):
         224x224x64 32 -> 21 ms, ResNeXt G=32 14 -> 11.5 ms; but ResNet 56/28/14 at batch 8 got slower
         (7.7 -> 9.8 ms at 56), where BLAS on all cores does better. Needs threadpoolctl to hold BLAS to
         one thread per worker."""
-        from .numpy_backend import can_limit_blas, cpu_workers
-        if not can_limit_blas() or not (p.G > 1 or p.OH * p.OW >= 112 * 112):
+        if not threads.can_limit_blas() or not (p.G > 1 or p.OH * p.OW >= 112 * 112):
             return 1
-        return cpu_workers()
+        return threads.cpu_workers()
 
     def run(self, p: ConvProblem, x, w, out):
         # Winograd mixes the inputs of a whole tile, so a NaN or Inf would reach every output of its tile
@@ -205,7 +206,6 @@ class Winograd(Algorithm):
         with np.errstate(over="ignore", invalid="ignore"):
             finite = np.isfinite(np.sum(x, dtype=ct)) and np.isfinite(np.sum(w, dtype=ct))
         if not finite:
-            from .numpy_backend import Im2colGemm
             return Im2colGemm().run(p, x, w, out)
         tf = transforms(self.m or tile_size(p), ct)
         xv = x if p.layout == "NHWC" else x.transpose(0, 2, 3, 1)
