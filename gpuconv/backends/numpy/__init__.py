@@ -9,7 +9,7 @@ Algorithms, one module each
     winograd   3x3 stride-1 undilated: Winograd F(2x2,3x3) / F(4x4,3x3) tiles.
 
 Shared helpers: slabs (tap slices and zero-padded input slabs of an output block), workspace (block
-budgets under config's workspace bound), workers (the thread pool and the BLAS thread limit), ieee (the
+budgets under config's workspace bound), threads (the worker pool and the BLAS thread limit), ieee (the
 floating-point error state); backend.py picks an algorithm and splits the batch over the workers.
 
 Half types are widened to float32 chunk by chunk and the result rounded once; float64 stays float64.
