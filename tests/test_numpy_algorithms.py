@@ -339,6 +339,7 @@ def test_auto_within_bound_on_a_deep_layer(dtype, relu):
 @pytest.mark.parametrize("algo,xs,ws", [
     ("depthwise", (5, 9, 10, 6), (3, 3, 1, 12)),      # uneven split, channel multiplier 2
     ("winograd", (3, 12, 10, 16), (3, 3, 4, 16)),     # groups: Winograd splits when G > 1
+    ("gemm", (3, 11, 9, 3), (3, 3, 3, 8)),             # the seed case's shape of GEMM: K = 8, R = 27
 ])
 def test_worker_split_matches_one_thread(algo, xs, ws, monkeypatch):
     rng = np.random.default_rng(9)
