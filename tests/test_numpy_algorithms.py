@@ -396,6 +396,29 @@ def test_gemm_wide_dilated_filter_keeps_the_workspace_bound(monkeypatch):
     assert peak <= allowed, f"peak {peak} bytes > {allowed}"
 
 
+def test_depthwise_wide_dilated_filter_keeps_the_workspace_bound(monkeypatch):
+    """A 5x5 depthwise filter at dilation 7 over blocks of a few output pixels: a block's input slab
+    would be far larger than the bound, so those blocks must take the per-tap multiply-adds, and both
+    paths must agree with the reference (float16 in, float32 accumulation, channel multiplier 2)."""
+    budget = 16 << 10
+    monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", budget)
+    monkeypatch.setattr(threads, "cpu_workers", lambda: 1)
+    fallbacks = []
+    real = dw.Depthwise._multiply_adds
+
+    def spy(*args):
+        fallbacks.append(args[3])
+        return real(*args)
+    monkeypatch.setattr(dw.Depthwise, "_multiply_adds", staticmethod(spy))
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 40, 36, 24)).astype(np.float16)
+    w = rng.standard_normal((5, 5, 1, 48)).astype(np.float16)
+    y = gpuconv.conv2d(x, w, 1, "SAME", dilations=7, backend="numpy", algorithm="depthwise")
+    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, 1, "SAME", "NHWC", 7)[0]
+    tolerances.assert_result(y, x, w, p, algorithm="depthwise")
+    assert fallbacks, "no block took the multiply-adds: the case does not exercise the fallback"
+
+
 def test_concurrent_calls_leave_blas_threads_as_they_were():
     """The BLAS limit of the worker split is process-wide: calls from several threads at once must
     restore the original thread count when the last one ends."""
