@@ -187,14 +187,14 @@ class Winograd(Algorithm):
         return None
 
     def workers(self, p: ConvProblem) -> int:
-        """Worker threads over the batch (NumpyBackend.run): worth it where the elementwise transforms
-        outweigh the GEMMs, i.e. large images or bundled groups. Measured on 2 cores, float32: VGG
-        224x224x64 32 -> 21 ms, ResNeXt G=32 14 -> 11.5 ms; but ResNet 56/28/14 at batch 8 got slower
-        (7.7 -> 9.8 ms at 56), where BLAS on all cores does better. Needs threadpoolctl to hold BLAS to
-        one thread per worker."""
-        if not threads.can_limit_blas() or not (p.G > 1 or p.OH * p.OW >= 112 * 112):
-            return 1
-        return threads.cpu_workers()
+        """Worker threads over the batch (NumpyBackend.run), BLAS held to one thread each. Measured on
+        an idle 2-core host, float32: VGG 224x224x64 32 -> 21 ms, ResNeXt G=32 14 -> 11.5 ms, but ResNet
+        56 at batch 8 7.7 -> 9.8 ms, where BLAS on both cores did better. On the same host shared and
+        loaded, median ratio to TF-CPU interleaved, one worker -> two: ResNet 3x3 at 56 8.5 -> 1.16, 28
+        5.1 -> 1.13, 14 2.8 -> 1.04, 7 3.7 -> 1.7 (OpenBLAS's own threads stall when the cores are
+        oversubscribed): the split loses at most a quarter when idle and saves most of the call under
+        load, so it is taken for every layer. Needs threadpoolctl to hold BLAS to one thread."""
+        return threads.cpu_workers() if threads.can_limit_blas() else 1
 
     def run(self, p: ConvProblem, x, w, out):
         # Winograd mixes the inputs of a whole tile, so a NaN or Inf would reach every output of its tile
@@ -276,8 +276,7 @@ class Winograd(Algorithm):
         per_tile = isz * (2 * tt * wide + tt * C)          # the slab holds at most t*t*C per tile
         tiles = max(1, min(max(per_tile, avail) // per_tile, CHUNK_BYTES // (isz * tt * C)))
         tiles = min(tiles, p.N * nth * ntw)
-        # One thread drives the chunks, BLAS threads work inside each GEMM (splitting the batch over worker
-        # threads instead pays only where the transforms dominate: see workers()).
+        # One thread drives the chunks of its share of the batch (see workers()).
         bufs = [np.empty(tt * tiles * wide, ct), np.empty(tt * tiles * wide, ct), None]
         for chunk in _chunks(p.N, nth, ntw, tiles):
             self._chunk(p, tf, xv, yv, u, ct, bufs, chunk)
