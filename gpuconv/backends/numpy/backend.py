@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import config
+from ...dtypes import accumulator
 from ...problem import ConvProblem
 from ..base import Algorithm, Backend, pick_first
 from . import threads
@@ -48,7 +49,8 @@ class NumpyBackend(Backend):
         out = np.empty(p.output_shape, p.dtype)
         if p.is_empty:
             return out
-        x, w = np.asarray(x), np.ascontiguousarray(w)
+        # The filters in the accumulator type once, before the batch split: every worker reads this copy.
+        x, w = np.asarray(x), np.ascontiguousarray(w, dtype=accumulator(p.dtype))
         workers = min(getattr(algo, "workers", lambda p: 1)(p), p.N)
         if workers <= 1:
             with ieee():

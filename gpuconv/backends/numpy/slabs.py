@@ -13,8 +13,10 @@ def nhwc_view(a: np.ndarray, layout: str) -> np.ndarray:
 
 
 def group_filters(w: np.ndarray, p: ConvProblem, dtype) -> np.ndarray:
-    """HWIO filters as G stacked [R, KG] matrices (R = KH*KW*CG in (kh, kw, c) order)."""
-    return np.ascontiguousarray(w.astype(dtype, copy=False).reshape(p.R, p.G, p.KG).transpose(1, 0, 2))
+    """HWIO filters as G stacked [R, KG] matrices (R = KH*KW*CG in (kh, kw, c) order): a view when w is
+    contiguous in dtype (BLAS takes each group's matrix with a row stride of K), so worker threads
+    sharing one filter array copy nothing."""
+    return w.astype(dtype, copy=False).reshape(p.R, p.G, p.KG).transpose(1, 0, 2)
 
 
 def taps(p: ConvProblem, block):
