@@ -39,6 +39,9 @@ SMALL = [
     Layer("stem_like", "asymmetric SAME, stride 2", N=2, H=11, W=9, C=3, KH=7, KW=7, K=5, stride=2),
     Layer("grouped", "groups", N=1, H=6, W=7, C=8, KH=3, KW=3, K=4, groups=4),
     Layer("depthwise", "depthwise x2 multiplier", N=1, H=5, W=5, C=3, KH=3, KW=3, K=6, groups=3),
+    Layer("depthwise_s2", "depthwise, stride 2, asymmetric SAME", N=2, H=8, W=7, C=4, KH=3, KW=3, K=4, groups=4,
+          stride=2),
+    Layer("depthwise_d2", "depthwise, dilation 2", N=1, H=9, W=9, C=2, KH=3, KW=3, K=2, groups=2, dilation=2),
     Layer("dilated", "dilation 2", N=1, H=9, W=8, C=4, KH=3, KW=2, K=3, dilation=2),
     Layer("valid", "VALID", N=3, H=6, W=6, C=2, KH=3, KW=3, K=2, padding="VALID"),
 ]
