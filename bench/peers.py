@@ -199,10 +199,19 @@ class TensorFlow(Impl):
         with tf.device(dev):
             x, w = tf.constant(case.x), tf.constant(case.w)
         padding = case.tf_padding
+        p = case.p
+        # A depthwise layer as a TF user writes it (Keras' DepthwiseConv2D): tf.nn.depthwise_conv2d, 10-30x
+        # faster on a 2-core AVX2 host than tf.nn.conv2d with C groups. It takes equal strides only, and
+        # no stride together with a dilation.
+        depthwise = (p.CG == 1 and p.G > 1 and p.SH == p.SW and p.DH == p.DW and (p.SH == 1 or p.DH == 1))
 
         @tf.function(input_signature=[tf.TensorSpec(x.shape, x.dtype), tf.TensorSpec(w.shape, w.dtype)])
         def conv(a, b):
             with tf.device(dev):
+                if depthwise:        # HWIO [KH, KW, 1, C*mult] -> [KH, KW, C, mult]: output k = c*mult + m
+                    return tf.nn.depthwise_conv2d(a, tf.reshape(b, (p.KH, p.KW, p.C, p.KG)),
+                                                  strides=[1, p.SH, p.SW, 1], padding=padding,
+                                                  dilations=[p.DH, p.DW])
                 return tf.nn.conv2d(a, b, strides=list(case.strides), padding=padding,
                                     dilations=list(case.dilations))
 

@@ -2,8 +2,9 @@
 
     python bench/tune_numpy.py [--layers a,b] [--algos auto,gemm,winograd] [--repeat 7] [--dtype float32]
 
-Prints per layer and algorithm: median ms, TF's median ms, the ratio, and the max abs error against the
-float64 reference next to TF's own, on bench/layers.py's suite.
+Prints per layer and algorithm: median ms, TF's median ms, the median of the per-round ratios with their
+interquartile range (TF and every algorithm run in turn within each round, so a neighbour's load hits them
+alike), and the max abs error against the float64 reference next to TF's own, on bench/layers.py's suite.
 This is the scratch tool behind the backend's tuning choices (chunk sizes, Winograd tile size); the
 user-facing benchmark is `gpuconv bench`.
 """
@@ -28,14 +29,17 @@ LAYERS = {layer.name: (layer.input_shape, layer.filter_shape, layer.stride, laye
 STAT = statistics.median
 
 
-def timed(fn, repeat):
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Seconds of each of fns per round, the rounds running every fn once in turn (after one warm-up)."""
+    for fn in fns.values():
         fn()
-        ts.append(time.perf_counter() - t)
-    return STAT(ts)
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return times
 
 
 def main(argv=None):
@@ -57,7 +61,7 @@ def main(argv=None):
         import tensorflow as tf
     rng = np.random.default_rng(0)
     ratios = {}
-    print(f"{'layer':14s} {'algo':10s} {'ms':>8s} {'tf ms':>8s} {'ratio':>6s} {'err':>9s} {'tf err':>9s} {'err/tf':>6s}")
+    print(f"{'layer':14s} {'algo':10s} {'ms':>8s} {'tf ms':>8s} {'ratio':>6s} {'IQR':^11s} {'err':>9s} {'tf err':>9s} {'err/tf':>6s}")
     for name in args.layers.split(","):
         xs, ws, s, pad, d = LAYERS[name]
         if args.batch:
@@ -66,25 +70,36 @@ def main(argv=None):
         w = (rng.standard_normal(ws) / np.sqrt(ws[0] * ws[1] * ws[2])).astype(args.dtype)
         p, _ = parse_problem(x.shape, x.dtype, w.shape, w.dtype, s, pad, "NHWC", d)
         ref = None if args.no_error else conv2d_reference(x, w, p)
-        t_tf = err_tf = float("nan")
+        fns, err_tf = {}, float("nan")
         if tf is not None:
             xt, wt = tf.constant(x), tf.constant(w)
-            fn = tf.function(lambda: tf.nn.conv2d(xt, wt, s, pad, dilations=d), jit_compile=False)
-            t_tf = timed(lambda: fn().numpy(), args.repeat)
+            tf_fn = tf.function(lambda: tf.nn.conv2d(xt, wt, s, pad, dilations=d), jit_compile=False)
+            fns["tf"] = lambda: tf_fn().numpy()
             if ref is not None:
-                err_tf = float(np.max(np.abs(fn().numpy().astype(np.float64) - ref)))
+                err_tf = float(np.max(np.abs(fns["tf"]().astype(np.float64) - ref)))
+        errs = {}
         for algo in args.algos.split(","):
+            f = (lambda a: lambda: gpuconv.conv2d(x, w, s, pad, dilations=d, backend="numpy", algorithm=a))(algo)
             try:
-                f = lambda: gpuconv.conv2d(x, w, s, pad, dilations=d, backend="numpy", algorithm=algo)
-                t = timed(f, args.repeat)
+                y = f()
             except ValueError as e:
                 print(f"{name:14s} {algo:10s} cannot run: {str(e)[-80:]}")
                 continue
-            err = float(np.max(np.abs(f().astype(np.float64) - ref))) if ref is not None else float("nan")
-            ratio = t / t_tf
-            ratios.setdefault(algo, []).append(ratio)
-            print(f"{name:14s} {algo:10s} {t*1e3:8.2f} {t_tf*1e3:8.2f} {ratio:6.2f} {err:9.2e} {err_tf:9.2e} "
-                  f"{err/err_tf:6.2f}", flush=True)
+            fns[algo] = f
+            errs[algo] = float(np.max(np.abs(y.astype(np.float64) - ref))) if ref is not None else float("nan")
+        times = interleaved(fns, args.repeat)
+        t_tf = STAT(times["tf"]) if tf is not None else float("nan")
+        for algo in errs:
+            t, err = STAT(times[algo]), errs[algo]
+            if tf is not None:
+                per_round = np.array(times[algo]) / np.array(times["tf"])
+                ratio = float(np.median(per_round))
+                q1, q3 = np.percentile(per_round, [25, 75])
+                ratios.setdefault(algo, []).append(ratio)
+            else:
+                ratio = q1 = q3 = float("nan")
+            print(f"{name:14s} {algo:10s} {t*1e3:8.2f} {t_tf*1e3:8.2f} {ratio:6.2f} {q1:5.2f}-{q3:<5.2f} "
+                  f"{err:9.2e} {err_tf:9.2e} {err/err_tf:6.2f}", flush=True)
     for algo, r in ratios.items():
         if tf is not None:
             print(f"{algo}: geomean ratio {np.exp(np.mean(np.log(r))):.3f}, max {max(r):.2f}")

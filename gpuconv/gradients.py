@@ -30,7 +30,8 @@ from .api import _as_array, _is_cupy, _like
 from .arg_types import IntOrInts, Padding
 from .backends import check_backend_name, get_backend, unusable_reason
 from .backends.base import Algorithm, pick_first
-from .backends.numpy_backend import _ieee, _taps, nhwc_view
+from .backends.numpy.ieee import ieee as _ieee
+from .backends.numpy.slabs import nhwc_view, taps as _taps
 from .chunks import output_blocks
 from .dtypes import accumulator
 from .problem import ConvProblem, parse_problem

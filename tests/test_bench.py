@@ -39,6 +39,9 @@ SMALL = [
     Layer("stem_like", "asymmetric SAME, stride 2", N=2, H=11, W=9, C=3, KH=7, KW=7, K=5, stride=2),
     Layer("grouped", "groups", N=1, H=6, W=7, C=8, KH=3, KW=3, K=4, groups=4),
     Layer("depthwise", "depthwise x2 multiplier", N=1, H=5, W=5, C=3, KH=3, KW=3, K=6, groups=3),
+    Layer("depthwise_s2", "depthwise, stride 2, asymmetric SAME", N=2, H=8, W=7, C=4, KH=3, KW=3, K=4, groups=4,
+          stride=2),
+    Layer("depthwise_d2", "depthwise, dilation 2", N=1, H=9, W=9, C=2, KH=3, KW=3, K=2, groups=2, dilation=2),
     Layer("dilated", "dilation 2", N=1, H=9, W=8, C=4, KH=3, KW=2, K=3, dilation=2),
     Layer("valid", "VALID", N=3, H=6, W=6, C=2, KH=3, KW=3, K=2, padding="VALID"),
 ]
@@ -147,8 +150,35 @@ def test_quick_run_writes_json_and_chart(tmp_path):
         ratios = [by["ratio_to_tf"] for lr in rep["layers"] for by in lr["results"] if by["impl"] == "gpuconv-numpy"]
         assert math.isclose(s["geomean_ratio_to_tf"], math.exp(np.mean(np.log(ratios))), rel_tol=1e-9)
         assert s["worst_layer"]["ratio_to_tf"] == max(ratios)
+        fw = [by["ratio_to_faster_framework"] for lr in rep["layers"] for by in lr["results"]
+              if by["impl"] == "gpuconv-numpy"]
+        assert math.isclose(s["geomean_ratio_to_faster_framework"], math.exp(np.mean(np.log(fw))), rel_tol=1e-9)
         seeds_ok = [by for lr in rep["layers"] for by in lr["results"] if by["kind"] == "seed" and by["status"] == "ok"]
         assert s["beats_every_seed_on_every_layer"] is (None if not seeds_ok else not s["seed_losses"])
+
+
+def test_ratio_to_the_faster_of_tf_and_pytorch():
+    """Each result's ratio to the faster framework on its own device: TF or PyTorch, whichever is faster,
+    never a seed approach or another device's framework."""
+    from gpuconv.bench.runner import add_ratios, summarise
+
+    def res(impl, kind, device, ms):
+        return {"impl": impl, "kind": kind, "device": device, "status": "ok", "max_abs_error": 1e-6,
+                "time_s": {"median": ms / 1e3}}
+    layers = [{"name": name, "results": [res("gpuconv-numpy", "gpuconv", "cpu", 6.0), res("tf-cpu", "framework", "cpu", tf),
+                                         res("torch-cpu", "framework", "cpu", torch),
+                                         res("torch-gpu", "framework", "gpu", 0.1),
+                                         res("seed-shift-matmul", "seed", "cpu", 1.0)]}
+              for name, tf, torch in (("a", 4.0, 5.0), ("b", 12.0, 3.0))]
+    for lr in layers:
+        add_ratios(lr)
+    ours = [lr["results"][0] for lr in layers]
+    assert [r["faster_framework"] for r in ours] == ["tf-cpu", "torch-cpu"]
+    assert [r["ratio_to_faster_framework"] for r in ours] == [1.5, 2.0]
+    assert ours[1]["ratio_to_tf"] == 0.5 and ours[1]["ratio_to_fastest_peer"] == 6.0
+    s = summarise(layers, ["gpuconv-numpy"])["gpuconv-numpy"]
+    assert math.isclose(s["geomean_ratio_to_faster_framework"], math.sqrt(3.0), rel_tol=1e-12)
+    assert s["layers_above_1_2x_faster_framework"] == ["a", "b"]
 
 
 def _benchmark_must_not_run(monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-from gpuconv.backends import numpy_backend as nb
+from gpuconv.backends.numpy import threads
 
 
 def _depthwise():
@@ -28,7 +28,7 @@ def _child(queue):
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")  # JAX, when another test imported it
 def test_forked_child_runs_worker_threads(monkeypatch):
-    monkeypatch.setattr(nb, "cpu_workers", lambda: 2)   # the split over worker threads even on one CPU
+    monkeypatch.setattr(threads, "cpu_workers", lambda: 2)   # the split over worker threads even on one CPU
     expected = float(np.abs(_depthwise()).sum())        # the parent's pool now has live threads
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()

@@ -16,8 +16,10 @@ import pytest
 
 import gpuconv
 from gpuconv.backends import get_backend
-from gpuconv.backends import numpy_backend as nb
-from gpuconv.backends import winograd as wg
+from gpuconv.backends.numpy import NumpyBackend, threads
+from gpuconv.backends.numpy import depthwise as dw
+from gpuconv.backends.numpy import gemm as gm
+from gpuconv.backends.numpy import winograd as wg
 from gpuconv.problem import parse_problem
 from gpuconv.reference import conv2d_reference
 
@@ -188,7 +190,7 @@ def test_winograd_float16_finiteness_check_does_not_overflow(monkeypatch):
 
     def no_fallback(*args):
         raise AssertionError("Winograd fell back to gemm on finite input")
-    monkeypatch.setattr(nb.Im2colGemm, "run", no_fallback)
+    monkeypatch.setattr(gm.Im2colGemm, "run", no_fallback)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y = gpuconv.conv2d(x, w, 1, "SAME", backend="numpy", algorithm="winograd")
@@ -214,14 +216,14 @@ def test_auto_rule():
 # ---- workspace bound ------------------------------------------------------------------------------------
 
 WS_CASES = [
-    # (algorithm, input NHWC, filter HWIO, strides, module attribute whose calls count the blocks)
+    # (algorithm, input NHWC, filter HWIO, strides, (module, attribute) whose calls count the blocks)
     # each needs several times the bound without chunking (im2col alone: 1.1 MB in the first case)
-    ("gemm", (2, 48, 40, 8), (3, 3, 8, 16), 1, "output_blocks"),
-    ("gemm", (1, 60, 56, 3), (7, 7, 3, 16), 2, "output_blocks"),
-    ("depthwise", (2, 48, 40, 16), (3, 3, 1, 16), 1, "output_blocks"),
+    ("gemm", (2, 48, 40, 8), (3, 3, 8, 16), 1, (gm, "output_blocks")),
+    ("gemm", (1, 60, 56, 3), (7, 7, 3, 16), 2, (gm, "output_blocks")),
+    ("depthwise", (2, 48, 40, 16), (3, 3, 1, 16), 1, (dw, "output_blocks")),
     ("pointwise", (2, 48, 40, 32), (1, 1, 32, 16), 1, None),
-    ("winograd", (2, 48, 40, 16), (3, 3, 16, 24), 1, "_chunks"),
-    ("winograd", (2, 48, 40, 32), (3, 3, 4, 32), 1, "_chunks"),
+    ("winograd", (2, 48, 40, 16), (3, 3, 16, 24), 1, (wg, "_chunks")),
+    ("winograd", (2, 48, 40, 32), (3, 3, 4, 32), 1, (wg, "_chunks")),
 ]
 
 
@@ -236,7 +238,7 @@ def test_workspace_bound(algo, xs, ws, st, counter, monkeypatch):
     w = rng.standard_normal(ws).astype(np.float32)
     blocks = []
     if counter is not None:
-        module = wg if counter == "_chunks" else nb
+        module, counter = counter
         real = getattr(module, counter)
 
         def counting(*args, **kwargs):
@@ -337,17 +339,18 @@ def test_auto_within_bound_on_a_deep_layer(dtype, relu):
 @pytest.mark.parametrize("algo,xs,ws", [
     ("depthwise", (5, 9, 10, 6), (3, 3, 1, 12)),      # uneven split, channel multiplier 2
     ("winograd", (3, 12, 10, 16), (3, 3, 4, 16)),     # groups: Winograd splits when G > 1
+    ("gemm", (3, 11, 9, 3), (3, 3, 3, 8)),             # the seed case's shape of GEMM: K = 8, R = 27
 ])
 def test_worker_split_matches_one_thread(algo, xs, ws, monkeypatch):
     rng = np.random.default_rng(9)
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
-    be = nb.NumpyBackend()
+    be = NumpyBackend()
     p = parse_problem(xs, np.float32, ws, np.float32, 1, "SAME")[0]
     algorithm = be.algorithms()[algo]
-    if nb.cpu_workers() < 2:
-        monkeypatch.setattr(nb, "cpu_workers", lambda: 2)
-    assert algorithm.workers(p) >= 2 or not nb.can_limit_blas()
+    if threads.cpu_workers() < 2:
+        monkeypatch.setattr(threads, "cpu_workers", lambda: 2)
+    assert algorithm.workers(p) >= 2 or not threads.can_limit_blas()
     split = be.run(p, x, w, algo)
     monkeypatch.setattr(type(algorithm), "workers", lambda self, p: 1)
     whole = be.run(p, x, w, algo)
@@ -358,14 +361,14 @@ def test_worker_split_matches_one_thread(algo, xs, ws, monkeypatch):
 
 def test_worker_share_of_the_workspace(monkeypatch):
     seen = []
-    real = nb.output_blocks
+    real = dw.output_blocks
 
     def spy(p, per_pixel, budget):
         seen.append(budget)
         return real(p, per_pixel, budget)
-    monkeypatch.setattr(nb, "output_blocks", spy)
+    monkeypatch.setattr(dw, "output_blocks", spy)
     monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", 1 << 20)
-    monkeypatch.setattr(nb, "cpu_workers", lambda: 2)
+    monkeypatch.setattr(threads, "cpu_workers", lambda: 2)
     x = np.ones((4, 8, 8, 4), np.float32)
     gpuconv.conv2d(x, np.ones((3, 3, 1, 4), np.float32), padding="SAME", backend="numpy", algorithm="depthwise")
     assert seen and all(b <= (1 << 20) // 2 for b in seen), seen
@@ -391,6 +394,29 @@ def test_gemm_wide_dilated_filter_keeps_the_workspace_bound(monkeypatch):
     tolerances.assert_result(y, x, w, p, algorithm="gemm")
     allowed = budget + y.nbytes + 2 * w.nbytes + (128 << 10)
     assert peak <= allowed, f"peak {peak} bytes > {allowed}"
+
+
+def test_depthwise_wide_dilated_filter_keeps_the_workspace_bound(monkeypatch):
+    """A 5x5 depthwise filter at dilation 7 over blocks of a few output pixels: a block's input slab
+    would be far larger than the bound, so those blocks must take the per-tap multiply-adds, and both
+    paths must agree with the reference (float16 in, float32 accumulation, channel multiplier 2)."""
+    budget = 16 << 10
+    monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", budget)
+    monkeypatch.setattr(threads, "cpu_workers", lambda: 1)
+    fallbacks = []
+    real = dw.Depthwise._multiply_adds
+
+    def spy(*args):
+        fallbacks.append(args[3])
+        return real(*args)
+    monkeypatch.setattr(dw.Depthwise, "_multiply_adds", staticmethod(spy))
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 40, 36, 24)).astype(np.float16)
+    w = rng.standard_normal((5, 5, 1, 48)).astype(np.float16)
+    y = gpuconv.conv2d(x, w, 1, "SAME", dilations=7, backend="numpy", algorithm="depthwise")
+    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, 1, "SAME", "NHWC", 7)[0]
+    tolerances.assert_result(y, x, w, p, algorithm="depthwise")
+    assert fallbacks, "no block took the multiply-adds: the case does not exercise the fallback"
 
 
 def test_concurrent_calls_leave_blas_threads_as_they_were():

@@ -44,7 +44,7 @@ def winograd_amplification(m: int) -> float:
     square: 7.1 for F(2x2) on points {0, 1, -1}, 97.4 for F(4x4) on {0, 1, -1, 1/2, -2}. (Inputs that
     are large only where the filter is small can be amplified more; the worst-case bound scales with
     max|x| * max|w| instead and is orders of magnitude looser. The tests' inputs are of even magnitude.)"""
-    from gpuconv.backends import winograd as wg
+    from gpuconv.backends.numpy import winograd as wg
     at, g, bt = wg.toom_cook(m, 3, wg.POINTS[m])
     one_dim = float((np.abs(at) @ ((np.abs(g) @ np.ones(3)) * (np.abs(bt) @ np.ones(m + 2)))).max()) / 3
     return one_dim ** 2
@@ -58,7 +58,7 @@ def accumulation_constant(algorithm: str, p: ConvProblem) -> float:
     from a whole input tile, not one output's receptive field, so its scale is normwise (see error_bound).
     """
     if algorithm.startswith("winograd"):
-        from gpuconv.backends import winograd as wg
+        from gpuconv.backends.numpy import winograd as wg
         m = int(algorithm[-1]) if algorithm[-2:] in ("f2", "f4") else wg.tile_size(p)
         return C_ACC * winograd_amplification(m)
     return C_ACC

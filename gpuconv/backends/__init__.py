@@ -8,7 +8,7 @@ from .base import Algorithm, Backend
 
 
 def _numpy() -> Backend:
-    from .numpy_backend import NumpyBackend
+    from .numpy import NumpyBackend
     return NumpyBackend()
 
 

@@ -34,12 +34,14 @@ from typing import Optional
 
 import numpy as np
 
-from .. import config
-from ..chunks import output_blocks
-from ..dtypes import accumulator
-from ..problem import ConvProblem
-from .base import Algorithm
-from .numpy_backend import input_slab
+from ... import config
+from ...chunks import output_blocks
+from ...dtypes import accumulator
+from ...problem import ConvProblem
+from ..base import Algorithm
+from . import threads
+from .gemm import Im2colGemm
+from .slabs import input_slab
 
 
 def toom_cook(m: int, r: int, points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,15 +187,14 @@ class Winograd(Algorithm):
         return None
 
     def workers(self, p: ConvProblem) -> int:
-        """Worker threads over the batch (NumpyBackend.run): worth it where the elementwise transforms
-        outweigh the GEMMs, i.e. large images or bundled groups. Measured on 2 cores, float32: VGG
-        224x224x64 32 -> 21 ms, ResNeXt G=32 14 -> 11.5 ms; but ResNet 56/28/14 at batch 8 got slower
-        (7.7 -> 9.8 ms at 56), where BLAS on all cores does better. Needs threadpoolctl to hold BLAS to
-        one thread per worker."""
-        from .numpy_backend import can_limit_blas, cpu_workers
-        if not can_limit_blas() or not (p.G > 1 or p.OH * p.OW >= 112 * 112):
-            return 1
-        return cpu_workers()
+        """Worker threads over the batch (NumpyBackend.run), BLAS held to one thread each. Measured on
+        an idle 2-core host, float32: VGG 224x224x64 32 -> 21 ms, ResNeXt G=32 14 -> 11.5 ms, but ResNet
+        56 at batch 8 7.7 -> 9.8 ms, where BLAS on both cores did better. On the same host shared and
+        loaded, median ratio to TF-CPU interleaved, one worker -> two: ResNet 3x3 at 56 8.5 -> 1.16, 28
+        5.1 -> 1.13, 14 2.8 -> 1.04, 7 3.7 -> 1.7 (OpenBLAS's own threads stall when the cores are
+        oversubscribed): the split loses at most a quarter when idle and saves most of the call under
+        load, so it is taken for every layer. Needs threadpoolctl to hold BLAS to one thread."""
+        return threads.cpu_workers() if threads.can_limit_blas() else 1
 
     def run(self, p: ConvProblem, x, w, out):
         # Winograd mixes the inputs of a whole tile, so a NaN or Inf would reach every output of its tile
@@ -205,7 +206,6 @@ class Winograd(Algorithm):
         with np.errstate(over="ignore", invalid="ignore"):
             finite = np.isfinite(np.sum(x, dtype=ct)) and np.isfinite(np.sum(w, dtype=ct))
         if not finite:
-            from .numpy_backend import Im2colGemm
             return Im2colGemm().run(p, x, w, out)
         tf = transforms(self.m or tile_size(p), ct)
         xv = x if p.layout == "NHWC" else x.transpose(0, 2, 3, 1)
@@ -276,8 +276,7 @@ class Winograd(Algorithm):
         per_tile = isz * (2 * tt * wide + tt * C)          # the slab holds at most t*t*C per tile
         tiles = max(1, min(max(per_tile, avail) // per_tile, CHUNK_BYTES // (isz * tt * C)))
         tiles = min(tiles, p.N * nth * ntw)
-        # One thread drives the chunks, BLAS threads work inside each GEMM (splitting the batch over worker
-        # threads instead pays only where the transforms dominate: see workers()).
+        # One thread drives the chunks of its share of the batch (see workers()).
         bufs = [np.empty(tt * tiles * wide, ct), np.empty(tt * tiles * wide, ct), None]
         for chunk in _chunks(p.N, nth, ntw, tiles):
             self._chunk(p, tf, xv, yv, u, ct, bufs, chunk)

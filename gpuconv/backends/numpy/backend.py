@@ -1,0 +1,67 @@
+"""The NumPy backend: picks an algorithm per problem and runs it, splitting the batch over worker
+threads for the algorithms that ask for them (see threads.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import config
+from ...dtypes import accumulator
+from ...problem import ConvProblem
+from ..base import Algorithm, Backend, pick_first
+from . import threads
+from .depthwise import Depthwise
+from .gemm import Im2colGemm
+from .ieee import ieee
+from .pointwise import Pointwise
+from .winograd import Winograd, bundle_size
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    summary = "NumPy + BLAS on the CPU; any host"
+
+    def __init__(self):
+        self._algos: dict[str, Algorithm] = {
+            a.name: a for a in (Pointwise(), Depthwise(), Im2colGemm(), Winograd())}
+
+    def algorithms(self):
+        return dict(self._algos)
+
+    def auto_rule(self) -> str:
+        return ("pointwise for 1x1/stride 1/unpadded; depthwise when CG=1; winograd for 3x3 stride-1 "
+                "undilated layers whose per-GEMM reduction (input channels of a bundle of groups) is >= 16; "
+                "gemm otherwise")
+
+    def choose(self, p: ConvProblem) -> Algorithm:
+        order = [self._algos[n] for n in ("pointwise", "depthwise", "winograd", "gemm")]
+        # With a handful of input channels (the seed case's RGB, C = 3) Winograd's GEMMs have a
+        # reduction of 3 and run far from peak, while im2col's reduction is 9x longer: measured 2x
+        # slower than gemm at C = 3, faster from C = 16 up (bench/tune_numpy.py).
+        if bundle_size(p) * p.CG < 16:
+            order.remove(self._algos["winograd"])
+        return pick_first(order, p, self.auto_rule())
+
+    def owns(self, array) -> bool:
+        return isinstance(array, np.ndarray)
+
+    def run(self, p, x, w, algorithm):
+        algo = self.choose(p) if algorithm == "auto" else self._algos[algorithm]
+        out = np.empty(p.output_shape, p.dtype)
+        if p.is_empty:
+            return out
+        # The filters in the accumulator type once, before the batch split: every worker reads this copy.
+        x, w = np.asarray(x), np.ascontiguousarray(w, dtype=accumulator(p.dtype))
+        workers = min(getattr(algo, "workers", lambda p: 1)(p), p.N)
+        if workers <= 1:
+            with ieee():
+                algo.run(p, x, w, out)
+            return out
+        bounds = np.linspace(0, p.N, workers + 1).astype(int)
+
+        def part(i):
+            n0, n1 = bounds[i], bounds[i + 1]
+            with config.numpy_workspace_share(workers), ieee():   # errstate is per thread
+                algo.run(p.with_(N=int(n1 - n0)), x[n0:n1], w, out[n0:n1])
+        with threads.blas_threads(1):
+            list(threads.worker_pool().map(part, range(workers)))
+        return out
