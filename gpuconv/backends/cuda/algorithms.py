@@ -224,25 +224,53 @@ class Im2colGemm(GemmLaunches):
 
 class Depthwise(CudaAlgorithm):
     name = "depthwise"
-    summary = "one input channel per group: one thread per output, KH*KW multiply-adds, coalesced loads"
+    summary = ("one input channel per group: each thread PX output pixels x 16 bytes of channels (NHWC, "
+               "aligned) from a register window of input columns, no bounds checks inside the image")
     file = "depthwise"
 
     def why_not(self, p: ConvProblem) -> Optional[str]:
         return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
 
-    def plan(self, p: ConvProblem) -> tuple[int, int, int]:
-        """Blocks, threads and index width: the grid-stride loop's last index must fit as well."""
+    def pixels_per_thread(self, p: ConvProblem, lanes: int) -> int:
+        """DEPTHWISE_PX, halved for 8-lane half vectors (the kernel's PixelsPerThread)."""
+        px = self.macro("depthwise", "DEPTHWISE_PX")
+        return max(px // 2, 1) if lanes > 1 and np.dtype(p.dtype).itemsize == 2 else px
+
+    @staticmethod
+    def lanes(p: ConvProblem, x, w, out) -> int:
+        """Channels per 16-byte access when the kernel may use them (NHWC, one output channel per input
+        channel, K a multiple of the lane count, every array 16-byte aligned), else 1."""
+        itemsize = np.dtype(p.dtype).itemsize
+        v = 16 // itemsize
+        ok = (p.layout == "NHWC" and p.KG == 1 and p.K % v == 0
+              and all(_address(a) % 16 == 0 for a in (x, w, out)))
+        return v if ok else 1
+
+    def plan(self, p: ConvProblem, lanes: int = 1) -> tuple[tuple[int, int, int], tuple[int, int, int], int]:
+        """Grid, block and index width for `lanes` channels per access. NHWC puts lanes on channel groups
+        (blocks as wide as the channel groups, up to the whole block), NCHW on pixel groups along rows."""
         threads = self.macro("depthwise", "DEPTHWISE_THREADS")
-        total = p.M * p.K
-        blocks = grid_stride_blocks(total, threads)
-        return blocks, threads, self.bits(*problem_sizes(p), grid_stride_end(total, blocks, threads))
+        groups = -(-p.OW // self.pixels_per_thread(p, lanes))
+        items = p.N * p.OH * groups
+        channel_groups = p.K // lanes
+        if p.layout == "NHWC":
+            bx = min(1 << max(channel_groups - 1, 0).bit_length(), threads)
+            by = threads // bx
+            grid = (-(-channel_groups // bx), min(-(-items // by), 65535), 1)
+            end = grid_stride_end(items, grid[1], by)
+        else:
+            bx, by = threads, 1
+            grid = (grid_stride_blocks(items, threads), min(channel_groups, 65535), 1)
+            end = grid_stride_end(items, grid[0], bx)
+        return grid, (bx, by, 1), self.bits(*problem_sizes(p), end)
 
     def run(self, p, x, w, out):
-        blocks, threads, bits = self.plan(p)
+        lanes = self.lanes(p, x, w, out)
+        grid, block, bits = self.plan(p, lanes)
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_depthwise", p.dtype, bits),
-            grid=(blocks, 1, 1), block=(threads, 1, 1), shared_mem=0,
-            args=(conv_problem_struct(p), x, w, out), defines=self.defines))
+            grid=grid, block=block, shared_mem=0,
+            args=(conv_problem_struct(p), x, w, out, np.int32(lanes > 1)), defines=self.defines))
 
 
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:
