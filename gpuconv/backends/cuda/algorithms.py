@@ -62,7 +62,8 @@ class CudaAlgorithm(Algorithm):
 
 class Direct(CudaAlgorithm):
     name = "direct"
-    summary = "direct convolution: input patch + filter slice staged in shared memory, register accumulators"
+    summary = ("direct convolution: input patch + filter slice staged in shared memory, each thread 4 pixels "
+               "of a row x 4 channels in registers (a register row window for 3x3 stride 1)")
     file = "direct"
     MAX_CC = 16  # input channels staged per step, at most
 
@@ -80,7 +81,8 @@ class Direct(CudaAlgorithm):
 
     @property
     def threads(self) -> int:
-        return self.TILE_OH * self.TILE_OW * self.TILE_K // self.macro("direct", "DIRECT_THREAD_K")
+        return (self.TILE_OH * (self.TILE_OW // self.macro("direct", "DIRECT_THREAD_OW"))
+                * (self.TILE_K // self.macro("direct", "DIRECT_THREAD_K")))
 
     def patch_size(self, p: ConvProblem) -> tuple[int, int]:
         return ((self.TILE_OH - 1) * p.SH + (p.KH - 1) * p.DH + 1,
@@ -88,7 +90,8 @@ class Direct(CudaAlgorithm):
 
     def shared_bytes(self, p: ConvProblem, cc: int) -> int:
         ph, pw = self.patch_size(p)
-        return (cc * ph * pw + p.KH * p.KW * cc * self.TILE_K) * accumulator(p.dtype).itemsize
+        patch = -(-cc * ph * pw // 4) * 4  # rounded up so that the filter slice starts 16-byte aligned
+        return (patch + p.KH * p.KW * cc * self.TILE_K) * accumulator(p.dtype).itemsize
 
     def channels_per_step(self, p: ConvProblem) -> Optional[int]:
         for cc in range(min(p.CG, self.MAX_CC), 0, -1):
