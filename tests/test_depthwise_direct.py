@@ -28,7 +28,6 @@ def run(algorithm, xs, ws, dtype="float32", strides=1, padding="SAME", fmt="NHWC
     be = backend or emulator.EmulatorBackend()
     launches = []
     original = be.launch
-    be.launch = lambda launch: (launches.append(launch), original(launch))
     dt = np_dtype(dtype)
     rng = np.random.default_rng(seed)
     x = rng.integers(-2, 3, xs).astype(dt)
@@ -39,7 +38,11 @@ def run(algorithm, xs, ws, dtype="float32", strides=1, padding="SAME", fmt="NHWC
         assert x.ctypes.data % 16 != 0
     w = rng.integers(-2, 3, ws).astype(dt)
     p, _ = gpuconv.parse_problem(xs, dt, ws, dt, strides, padding, fmt, dil)
-    y = be.run(p, x, w, algorithm)
+    be.launch = lambda launch: (launches.append(launch), original(launch))
+    try:
+        y = be.run(p, x, w, algorithm)
+    finally:
+        del be.launch  # the class's method again
     np.testing.assert_array_equal(np.asarray(y, np.float64), gpuconv.conv2d_reference(x, w, p).astype(np.float64))
     return launches
 
@@ -214,3 +217,26 @@ def test_hot_loops_use_wide_loads_and_mostly_fma(arch):
     assert any(sass.load_bits(op) == 128 for op in direct.shared_loads), direct.shared_loads
     depthwise = rows["conv_depthwise_f32_i32"].mix
     assert set(map(sass.load_bits, depthwise.global_loads)) == {128}, depthwise.global_loads
+
+
+# ---------------------------------------------------------------- tile variants
+
+@pytest.mark.parametrize("algorithm,xs,ws,keys", [
+    ("direct", (1, 9, 21, 8), (3, 3, 2, 16), 3),    # G=4, KG=4: the default and two narrower channel tiles
+    ("direct", (1, 6, 9, 4), (3, 3, 4, 40), 2),     # KG=40: the default and a wider one
+    ("depthwise", (2, 11, 18, 8), (3, 3, 1, 8), 3),
+])
+def test_variants_run_the_problem_exactly(monkeypatch, algorithm, xs, ws, keys):
+    """Each variant (the default first) can run the problem, launches with its own macros and blocks,
+    and gives the exact result."""
+    be = emulator.EmulatorBackend()
+    algo = be.algorithms()[algorithm]
+    p, _ = gpuconv.parse_problem(xs, np.float32, ws, np.float32)
+    variants = algo.variants(p)
+    assert variants[0] is algo and len(variants) == keys
+    assert len({v.defines for v in variants}) == keys
+    for v in variants:
+        assert v.why_not(p) is None
+        monkeypatch.setitem(be._algos, algorithm, v)
+        launches = run(algorithm, xs, ws, backend=be)
+        assert {launch.defines for launch in launches} == {v.defines}

@@ -5,6 +5,7 @@ Written once for both CUDA backends: `self.backend.xp` allocates (NumPy or CuPy)
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional
 
@@ -60,6 +61,13 @@ class CudaAlgorithm(Algorithm):
         return index_bits(*spans, force64=config.settings.cuda_force_index64)
 
 
+def configured(algo: CudaAlgorithm, defines: tuple[tuple[str, int], ...]) -> CudaAlgorithm:
+    """A copy of `algo` with `defines` over its own tile macros: one of its variants."""
+    v = copy.copy(algo)
+    v.defines = tuple({**dict(algo.defines), **dict(defines)}.items())
+    return v
+
+
 class Direct(CudaAlgorithm):
     name = "direct"
     summary = ("direct convolution: input patch + filter slice staged in shared memory, each thread 4 pixels "
@@ -113,6 +121,19 @@ class Direct(CudaAlgorithm):
         if gx > 2 ** 31 - 1 or gy > 65535:
             return f"grid ({gx}, {gy}) exceeds CUDA's limits (2^31-1, 65535)"
         return None
+
+    def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
+        """The default tiles first; narrower channel tiles where a group has few output channels (16
+        would leave threads computing channels that do not exist), a wider one where it has many.
+        Each keeps 128-256 threads per block."""
+        wanted = []
+        if p.KG <= 8:
+            wanted.append((("DIRECT_TILE_OH", 16), ("DIRECT_TILE_K", 8)))
+        if p.KG <= 4:
+            wanted.append((("DIRECT_TILE_OH", 16), ("DIRECT_TILE_OW", 32), ("DIRECT_TILE_K", 4)))
+        if p.KG >= 32:
+            wanted.append((("DIRECT_TILE_K", 32),))
+        return [self] + [v for v in (configured(self, d) for d in wanted) if v.why_not(p) is None]
 
     def run(self, p, x, w, out):
         cc = self.channels_per_step(p)
@@ -266,6 +287,11 @@ class Depthwise(CudaAlgorithm):
             grid = (grid_stride_blocks(items, threads), min(channel_groups, 65535), 1)
             end = grid_stride_end(items, grid[0], bx)
         return grid, (bx, by, 1), self.bits(*problem_sizes(p), end)
+
+    def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
+        """The default first, then 2 pixels per thread (twice the threads for small images) and
+        128-thread blocks."""
+        return [self, configured(self, (("DEPTHWISE_PX", 2),)), configured(self, (("DEPTHWISE_THREADS", 128),))]
 
     def run(self, p, x, w, out):
         lanes = self.lanes(p, x, w, out)
