@@ -165,8 +165,8 @@ __device__ __forceinline__ void depthwise_pass(const ConvProblem& p, const T* __
     const int IH = oh_hi - oh_lo, IP = pg_hi - pg_lo;
     const I interior = I(p.N) * I(IH) * I(IP);
     // frame items per image: top rows, the IH rows' PG - IP outer groups, bottom rows
-    const int top = oh_lo * groups, middle = IH * (groups - IP), per_image = p.OH * groups - IH * IP;
-    const I frame = I(p.N) * I(per_image);
+    const I top = I(oh_lo) * groups, middle = I(IH) * (groups - IP), per_image = I(p.OH) * groups - I(IH) * IP;
+    const I frame = I(p.N) * per_image;
     // the interior loop's step as carries: it_step = ((dn * IH) + doh) * IP + dpg
     int dpg = 0, doh = 0, n0 = 0, oh0 = 0, pg0 = 0;
     I dn = 0;
@@ -196,16 +196,17 @@ __device__ __forceinline__ void depthwise_pass(const ConvProblem& p, const T* __
         }
         for (I e = it0; e < frame; e += it_step) {
             const int n_ = int(e / per_image);
-            int r = int(e % per_image), oh_, pg_;
+            I r = e % per_image;
+            int oh_, pg_;
             if (r < top) {
-                oh_ = r / groups; pg_ = r % groups;
+                oh_ = int(r / groups); pg_ = int(r % groups);
             } else if (r < top + middle) {
                 r -= top;
-                oh_ = oh_lo + r / (groups - IP); pg_ = r % (groups - IP);
+                oh_ = oh_lo + int(r / (groups - IP)); pg_ = int(r % (groups - IP));
                 pg_ += pg_ < pg_lo ? 0 : IP;
             } else {
                 r -= top + middle;
-                oh_ = oh_hi + r / groups; pg_ = r % groups;
+                oh_ = oh_hi + int(r / groups); pg_ = int(r % groups);
             }
             const int ow0 = pg_ * PX;
             depthwise_item<T, I, V, PX, 0, 0, 0, true>(
