@@ -9,9 +9,10 @@
 // Launch:  block = DIRECT_THREADS threads (1-D).
 //          grid.x = N * ceil(OH / DIRECT_TILE_OH) * ceil(OW / DIRECT_TILE_OW)   (image, output tile)
 //          grid.y = G * ceil(KG / DIRECT_TILE_K)                               (group, channel tile)
-//          dynamic shared memory = (round4(CC*PH*PW) + KH*KW*CC*DIRECT_TILE_K) * sizeof(accumulator),
+//          dynamic shared memory = (round4(CC*PH*(PW|1)) + KH*KW*CC*DIRECT_TILE_K) * sizeof(accumulator),
 //          where PH = (DIRECT_TILE_OH-1)*SH + (KH-1)*DH + 1, PW likewise: the input patch with its halo,
-//          rounded up to 4 elements so that the filter slice after it starts 16-byte aligned.
+//          its rows PW|1 apart (odd, see below), rounded up to 4 elements so that the filter slice
+//          after it starts 16-byte aligned.
 //          CC (input channels staged per step) is chosen by the launcher to fit the shared memory.
 // Each block stages the input patch of CC channels and the matching filter slice in shared memory,
 // then every thread accumulates DIRECT_THREAD_OW neighbouring pixels of a row x DIRECT_THREAD_K output
@@ -19,15 +20,18 @@
 // 4 floats; a warp shares them, a broadcast) and DIRECT_THREAD_OW patch loads feed
 // DIRECT_THREAD_OW*DIRECT_THREAD_K multiply-adds. 3x3 filters at stride and dilation 1 keep a row
 // window of DIRECT_THREAD_OW + 2 patch values in registers for the row's three taps.
+// Bank conflicts: a warp's lanes start DIRECT_THREAD_OW*SW words apart along a row; an odd row pitch
+// puts the rows of one warp on different residues mod 4, so with the default 4x32 tile (a warp: 4 rows
+// x 8 pixel groups) a stride-1 patch load touches 32 distinct banks.
 // Elements are converted to the accumulator type (float; double for double) when staged and rounded
 // once at the store.
 #include "common.cuh"
 
 #ifndef DIRECT_TILE_OH
-#define DIRECT_TILE_OH 8
+#define DIRECT_TILE_OH 4
 #endif
 #ifndef DIRECT_TILE_OW
-#define DIRECT_TILE_OW 16
+#define DIRECT_TILE_OW 32
 #endif
 #ifndef DIRECT_TILE_K
 #define DIRECT_TILE_K 16
@@ -67,15 +71,15 @@ struct alignas(DIRECT_THREAD_K * sizeof(A) < 16 ? DIRECT_THREAD_K * sizeof(A) : 
 // channel 0) times the filter slice (f: this thread's channels, tap 0 of channel 0).
 template <bool K3, typename A>
 __device__ __forceinline__ void direct_accumulate(const ConvProblem& p, A (&acc)[DIRECT_THREAD_OW][DIRECT_THREAD_K],
-                                                  const A* pc, const A* f, int cc, int PH, int PW) {
+                                                  const A* pc, const A* f, int cc, int PH, int PWP) {
     const int taps = p.KH * p.KW;
-    for (int c = 0; c < cc; ++c, pc += PH * PW, f += taps * DIRECT_TILE_K) {
+    for (int c = 0; c < cc; ++c, pc += PH * PWP, f += taps * DIRECT_TILE_K) {
         if constexpr (K3) {  // 3x3, stride 1, dilation 1: a row window serves the row's three taps
 #pragma unroll
             for (int kh = 0; kh < 3; ++kh) {
                 A win[DIRECT_THREAD_OW + 2];
 #pragma unroll
-                for (int i = 0; i < DIRECT_THREAD_OW + 2; ++i) win[i] = pc[kh * PW + i];
+                for (int i = 0; i < DIRECT_THREAD_OW + 2; ++i) win[i] = pc[kh * PWP + i];
 #pragma unroll
                 for (int kw = 0; kw < 3; ++kw) {
                     const FilterLanes<A> fv = *reinterpret_cast<const FilterLanes<A>*>(f + (kh * 3 + kw) * DIRECT_TILE_K);
@@ -88,7 +92,7 @@ __device__ __forceinline__ void direct_accumulate(const ConvProblem& p, A (&acc)
         } else {
             const A* ft = f;
             for (int kh = 0; kh < p.KH; ++kh) {
-                const A* prow = pc + kh * p.DH * PW;
+                const A* prow = pc + kh * p.DH * PWP;
                 for (int kw = 0; kw < p.KW; ++kw, ft += DIRECT_TILE_K) {
                     const FilterLanes<A> fv = *reinterpret_cast<const FilterLanes<A>*>(ft);
                     const A* px = prow + kw * p.DW;
@@ -110,10 +114,11 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
     using A = typename Acc<T>::type;
     const int PH = (DIRECT_TILE_OH - 1) * p.SH + (p.KH - 1) * p.DH + 1;
     const int PW = (DIRECT_TILE_OW - 1) * p.SW + (p.KW - 1) * p.DW + 1;
+    const int PWP = PW | 1;  // row pitch
     const int taps = p.KH * p.KW;
     GPUCONV_DYNAMIC_SHARED(A, smem);
-    A* patch = smem;                  // [CC][PH][PW]
-    A* filt = smem + ((CC * PH * PW + 3) & ~3);  // [CC][taps][DIRECT_TILE_K], 16-byte aligned
+    A* patch = smem;                  // [CC][PH][PWP]
+    A* filt = smem + ((CC * PH * PWP + 3) & ~3);  // [CC][taps][DIRECT_TILE_K], 16-byte aligned
 
     const int tiles_w = ceil_div(p.OW, DIRECT_TILE_OW);
     const int tiles = tiles_w * ceil_div(p.OH, DIRECT_TILE_OH);
@@ -142,7 +147,7 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
         for (int q = 0; q < DIRECT_THREAD_K; ++q) acc[j][q] = A(0);
 
     // This thread's first output pixel inside the staged patch.
-    const int pix0 = py * p.SH * PW + px * p.SW;
+    const int pix0 = py * p.SH * PWP + px * p.SW;
     const bool k3 = p.KH == 3 && p.KW == 3 && p.SH == 1 && p.SW == 1 && p.DH == 1 && p.DW == 1;
     for (int c0 = 0; c0 < p.CG; c0 += CC) {
         const int cc = min(CC, p.CG - c0);
@@ -158,7 +163,7 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
             A v = A(0);
             if (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)
                 v = load_acc(xc[I(ih) * I(p.xsH) + I(iw) * I(p.xsW) + I(c) * I(p.xsC)]);
-            patch[(c * PH + ph) * PW + pw] = v;
+            patch[(c * PH + ph) * PWP + pw] = v;
         }
         // filt[c][tap][kk]: for one channel the taps are consecutive, so the inner loop walks one pointer
         const T* wc = w + I(c0) * I(p.K) + g * p.KG + k0;
@@ -173,8 +178,8 @@ __device__ __forceinline__ void direct_conv(const ConvProblem p, const T* __rest
         __syncthreads();
         const A* pc = patch + pix0;
         const A* f = filt + kq * DIRECT_THREAD_K;
-        if (k3) direct_accumulate<true>(p, acc, pc, f, cc, PH, PW);
-        else    direct_accumulate<false>(p, acc, pc, f, cc, PH, PW);
+        if (k3) direct_accumulate<true>(p, acc, pc, f, cc, PH, PWP);
+        else    direct_accumulate<false>(p, acc, pc, f, cc, PH, PWP);
         __syncthreads();  // the next step overwrites the staged tiles
     }
 

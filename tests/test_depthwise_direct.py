@@ -146,15 +146,16 @@ def test_direct_paths_exact(case, dtype):
 
 
 def test_direct_filter_slice_is_16_byte_aligned_after_any_patch(monkeypatch):
-    """The patch region is rounded up to 4 elements, so the filter slice's 16-byte loads stay aligned
-    whatever CC*PH*PW is (here 10*17 = 170); memcheck checks each load's alignment at its width."""
+    """The patch region (rows an odd PW|1 apart) is rounded up to 4 elements, so the filter slice's
+    16-byte loads stay aligned whatever CC*PH*(PW|1) is (here 6*33 = 198); memcheck checks each
+    load's alignment at its width."""
     monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "memcheck")
     direct = emulator.EmulatorBackend().algorithms()["direct"]
-    p, _ = gpuconv.parse_problem((1, 9, 18, 1), np.float32, (3, 2, 1, 4), np.float32)
+    p, _ = gpuconv.parse_problem((1, 5, 37, 1), np.float32, (3, 2, 1, 4), np.float32)
     ph, pw = direct.patch_size(p)
-    assert (ph * pw) % 4 == 2
-    assert direct.shared_bytes(p, 1) == (ph * pw + 2 + 6 * direct.TILE_K) * 4
-    run("direct", (1, 9, 18, 1), (3, 2, 1, 4))
+    assert (ph, pw | 1) == (6, 33) and 6 * 33 % 4 == 2
+    assert direct.shared_bytes(p, 1) == (6 * 33 + 2 + 6 * direct.TILE_K) * 4
+    run("direct", (1, 5, 37, 1), (3, 2, 1, 4))
 
 
 @pytest.mark.parametrize("case", ["3x3_s1_row_window", "stride_2_runtime_taps"])

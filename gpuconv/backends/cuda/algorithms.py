@@ -98,7 +98,9 @@ class Direct(CudaAlgorithm):
 
     def shared_bytes(self, p: ConvProblem, cc: int) -> int:
         ph, pw = self.patch_size(p)
-        patch = -(-cc * ph * pw // 4) * 4  # rounded up so that the filter slice starts 16-byte aligned
+        # rows an odd number of elements apart (fewer bank conflicts), the whole rounded up so that the
+        # filter slice starts 16-byte aligned
+        patch = -(-cc * ph * (pw | 1) // 4) * 4
         return (patch + p.KH * p.KW * cc * self.TILE_K) * accumulator(p.dtype).itemsize
 
     def channels_per_step(self, p: ConvProblem) -> Optional[int]:
@@ -128,9 +130,9 @@ class Direct(CudaAlgorithm):
         Each keeps 128-256 threads per block."""
         wanted = []
         if p.KG <= 8:
-            wanted.append((("DIRECT_TILE_OH", 16), ("DIRECT_TILE_K", 8)))
+            wanted.append((("DIRECT_TILE_OH", 8), ("DIRECT_TILE_K", 8)))
         if p.KG <= 4:
-            wanted.append((("DIRECT_TILE_OH", 16), ("DIRECT_TILE_OW", 32), ("DIRECT_TILE_K", 4)))
+            wanted.append((("DIRECT_TILE_OH", 16), ("DIRECT_TILE_K", 4)))
         if p.KG >= 32:
             wanted.append((("DIRECT_TILE_K", 32),))
         return [self] + [v for v in (configured(self, d) for d in wanted) if v.why_not(p) is None]
