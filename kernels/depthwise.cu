@@ -10,7 +10,7 @@
 //          output channels. V = 16 bytes / sizeof(T) when `vec` is set: the host found NHWC, KG = 1,
 //          K a multiple of V and 16-byte aligned arrays, so x, w and y move in 16-byte accesses across
 //          channels; V = 1 otherwise. Half types with V = 8 take half the pixels (register budget).
-//          Items are numbered it = (n*OH + oh)*PG + pg over PG = ceil(OW / PX) pixel groups per row.
+//          An item is (n, oh, pg) for the PG = ceil(OW / PX) pixel groups of a row, and a channel group.
 // Launch:  block = (bx, by) with bx*by = DEPTHWISE_THREADS; no shared memory.
 //          NHWC: x over channel groups (lanes read neighbouring channels), y over items;
 //          NCHW: x over items (lanes read neighbouring columns of a row), y over output channels.
@@ -29,9 +29,10 @@
 #ifndef DEPTHWISE_PX
 #define DEPTHWISE_PX 4
 #endif
-// Resident blocks asked of ptxas: left to its heuristics it aims at 3 for some variants and spills.
+// Resident blocks asked of ptxas: 512 threads' worth, which allows 128 registers. Left to its own
+// heuristics ptxas aims at more blocks for some variants and spills.
 #ifndef DEPTHWISE_MIN_BLOCKS
-#define DEPTHWISE_MIN_BLOCKS 2
+#define DEPTHWISE_MIN_BLOCKS (DEPTHWISE_THREADS >= 512 ? 1 : 512 / DEPTHWISE_THREADS)
 #endif
 static_assert(DEPTHWISE_THREADS % 32 == 0 && DEPTHWISE_THREADS <= 1024,
               "DEPTHWISE_THREADS: whole warps, at most 1024");
@@ -75,6 +76,7 @@ template <typename T, typename I, int V, int PX, int KH_, int KW_, int SW_, bool
 __device__ __forceinline__ void depthwise_item(const ConvProblem& p, const T* __restrict__ xn,
                                                const T* __restrict__ wk, T* __restrict__ yo,
                                                int ih0, int iw0, int ow0) {
+    static_assert(KW_ == 0 || !CHECK, "the compile-time windows serve interior items only");
     using A = typename Acc<T>::type;
     A acc[PX][V];
 #pragma unroll
