@@ -61,11 +61,16 @@ class CudaAlgorithm(Algorithm):
         return index_bits(*spans, force64=config.settings.cuda_force_index64)
 
 
-def configured(algo: CudaAlgorithm, defines: tuple[tuple[str, int], ...]) -> CudaAlgorithm:
-    """A copy of `algo` with `defines` over its own tile macros: one of its variants."""
-    v = copy.copy(algo)
-    v.defines = tuple({**dict(algo.defines), **dict(defines)}.items())
-    return v
+def runnable_variants(algo: CudaAlgorithm, p: ConvProblem, configs) -> list[CudaAlgorithm]:
+    """[algo] + a copy of algo for each dict of tile macros in `configs` (over its own defines, sorted
+    by name) that can run p, without repeats."""
+    out = [algo]
+    for macros in configs:
+        v = copy.copy(algo)
+        v.defines = tuple(sorted({**dict(algo.defines), **macros}.items()))
+        if v.defines not in {a.defines for a in out} and v.why_not(p) is None:
+            out.append(v)
+    return out
 
 
 class Direct(CudaAlgorithm):
@@ -74,6 +79,10 @@ class Direct(CudaAlgorithm):
                "of a row x 4 channels in registers (a register row window for 3x3 stride 1)")
     file = "direct"
     MAX_CC = 16  # input channels staged per step, at most
+    # Tiles worth timing beside the default 4x32 pixels x 16 channels: narrower channel tiles (128
+    # threads each) for groups with few output channels, where 16 leaves threads computing channels
+    # that do not exist. None spills on sm_75..sm_90 (NVRTC 13).
+    TUNING = (dict(DIRECT_TILE_OH=8, DIRECT_TILE_K=8), dict(DIRECT_TILE_OH=16, DIRECT_TILE_K=4))
 
     @property
     def TILE_OH(self) -> int:
@@ -125,17 +134,7 @@ class Direct(CudaAlgorithm):
         return None
 
     def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
-        """The default tiles first; narrower channel tiles where a group has few output channels (16
-        would leave threads computing channels that do not exist), a wider one where it has many.
-        Each keeps 128-256 threads per block."""
-        wanted = []
-        if p.KG <= 8:
-            wanted.append((("DIRECT_TILE_OH", 8), ("DIRECT_TILE_K", 8)))
-        if p.KG <= 4:
-            wanted.append((("DIRECT_TILE_OH", 16), ("DIRECT_TILE_K", 4)))
-        if p.KG >= 32:
-            wanted.append((("DIRECT_TILE_K", 32),))
-        return [self] + [v for v in (configured(self, d) for d in wanted) if v.why_not(p) is None]
+        return runnable_variants(self, p, self.TUNING)
 
     def run(self, p, x, w, out):
         cc = self.channels_per_step(p)
@@ -253,6 +252,9 @@ class Depthwise(CudaAlgorithm):
     summary = ("one input channel per group: each thread PX output pixels x 16 bytes of channels (NHWC, "
                "aligned) from a register window of input columns, no bounds checks inside the image")
     file = "depthwise"
+    # Beside the default (4 pixels per thread, 256-thread blocks): 2 pixels per thread (twice the
+    # threads, for small images) and 128-thread blocks. None spills on sm_75..sm_90 (NVRTC 13).
+    TUNING = (dict(DEPTHWISE_PX=2), dict(DEPTHWISE_THREADS=128))
 
     def why_not(self, p: ConvProblem) -> Optional[str]:
         return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
@@ -291,9 +293,7 @@ class Depthwise(CudaAlgorithm):
         return grid, (bx, by, 1), self.bits(*problem_sizes(p), end)
 
     def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
-        """The default first, then 2 pixels per thread (twice the threads for small images) and
-        128-thread blocks."""
-        return [self, configured(self, (("DEPTHWISE_PX", 2),)), configured(self, (("DEPTHWISE_THREADS", 128),))]
+        return runnable_variants(self, p, self.TUNING)
 
     def run(self, p, x, w, out):
         lanes = self.lanes(p, x, w, out)
