@@ -60,7 +60,7 @@ def test_launch_path_compiles_once_and_looks_kernels_up_once(fake):
                                                        "conv_im2col_f32_i32", "nonfinite_fixup_f32_i32",
                                                        "nonfinite_zero_f32_i32"]
     assert sum(c[0] == "launch" for c in calls) == 5 + 3 * 2   # + zeroing and fix-up per run
-    assert any(c[0] == "launch" and c[1] == "conv_direct_f32_i32" and c[3] == (256, 1, 1) for c in calls)
+    assert any(c[0] == "launch" and c[1] == "conv_direct_f32_i32" and c[3] == (128, 1, 1) for c in calls)
 
 
 def test_numpy_bfloat16_goes_through_the_host_and_comes_back_as_numpy(fake):
@@ -124,7 +124,7 @@ def direct_launch(p, shared_mem):
     x, w = inputs(xs=p.input_shape, ws=p.filter_shape)
     out = np.zeros(p.output_shape, np.float32)
     direct = emulator.EmulatorBackend().algorithms()["direct"]
-    return Launch("direct", "conv_direct_f32_i32", direct.grid(p), (256, 1, 1), shared_mem,
+    return Launch("direct", "conv_direct_f32_i32", direct.grid(p), (direct.threads, 1, 1), shared_mem,
                   (conv_problem_struct(p), x, w, out, np.int32(4))), out
 
 

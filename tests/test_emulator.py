@@ -79,7 +79,7 @@ def out_of_bounds_launch(be):
     direct = be.algorithms()["direct"]
     p = problem((1, 8, 8, 4), (3, 3, 4, 16))
     short = be.xp.empty((p.M * p.K - 8,), np.float32)
-    return Launch("direct", "conv_direct_f32_i32", direct.grid(p), (256, 1, 1), direct.shared_bytes(p, 4),
+    return Launch("direct", "conv_direct_f32_i32", direct.grid(p), (direct.threads, 1, 1), direct.shared_bytes(p, 4),
                   (conv_problem_struct(p), np.ones(p.input_shape, np.float32), np.ones(p.filter_shape, np.float32),
                    short, np.int32(4)))
 

@@ -82,7 +82,7 @@ def _store_entry(algo_name="direct", variant="default", p=None):
 
 
 def test_a_second_process_reads_the_cache(cache_file):
-    variant = "DIRECT_THREAD_K=4,DIRECT_TILE_K=16,DIRECT_TILE_OH=4,DIRECT_TILE_OW=8"
+    variant = "DIRECT_TILE_K=8,DIRECT_TILE_OH=8"
     _store_entry("direct", variant)
     code = ("import gpuconv; from gpuconv import tuning; from gpuconv.backends import get_backend\n"
             f"p = gpuconv.parse_problem({XS}, 'float32', {WS}, 'float32', 1, 'SAME', 'NHWC', None)[0]\n"

@@ -102,15 +102,15 @@ class CudaAlgorithm(Algorithm):
 
 class Direct(CudaAlgorithm):
     name = "direct"
-    summary = "direct convolution: input patch + filter slice staged in shared memory, register accumulators"
+    summary = ("direct convolution: input patch + filter slice staged in shared memory, each thread 4 pixels "
+               "of a row x 4 channels in registers (a register row window for 3x3 stride 1)")
     file = "direct"
     files = ("direct",)
     MAX_CC = 16  # input channels staged per step, at most
-    # Tiles the autotuner tries beside the default 8x8 pixels x 16 channels (4 per thread): wide rows,
-    # and a small tile for small images. None spills on sm_75..sm_90 (nvcc 13, ptxas -v); 32-channel
-    # tiles (8x8x32 with 8 or 4 per thread, 4x8x32 with 8) did.
-    TUNING = (dict(DIRECT_TILE_OH=4, DIRECT_TILE_OW=16, DIRECT_TILE_K=16, DIRECT_THREAD_K=4),
-              dict(DIRECT_TILE_OH=4, DIRECT_TILE_OW=8, DIRECT_TILE_K=16, DIRECT_THREAD_K=4))
+    # Tiles worth timing beside the default 4x32 pixels x 16 channels: narrower channel tiles (128
+    # threads each) for groups with few output channels, where 16 leaves threads computing channels
+    # that do not exist. None spills on sm_75..sm_90 (NVRTC 13).
+    TUNING = (dict(DIRECT_TILE_OH=8, DIRECT_TILE_K=8), dict(DIRECT_TILE_OH=16, DIRECT_TILE_K=4))
 
     def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
         return self._runnable(p, list(self.TUNING))
@@ -129,7 +129,8 @@ class Direct(CudaAlgorithm):
 
     @property
     def threads(self) -> int:
-        return self.TILE_OH * self.TILE_OW * self.TILE_K // self.macro("direct", "DIRECT_THREAD_K")
+        return (self.TILE_OH * (self.TILE_OW // self.macro("direct", "DIRECT_THREAD_OW"))
+                * (self.TILE_K // self.macro("direct", "DIRECT_THREAD_K")))
 
     def patch_size(self, p: ConvProblem) -> tuple[int, int]:
         return ((self.TILE_OH - 1) * p.SH + (p.KH - 1) * p.DH + 1,
@@ -137,7 +138,10 @@ class Direct(CudaAlgorithm):
 
     def shared_bytes(self, p: ConvProblem, cc: int) -> int:
         ph, pw = self.patch_size(p)
-        return (cc * ph * pw + p.KH * p.KW * cc * self.TILE_K) * accumulator(p.dtype).itemsize
+        # rows an odd number of elements apart (fewer bank conflicts), the whole rounded up so that the
+        # filter slice starts 16-byte aligned
+        patch = -(-cc * ph * (pw | 1) // 4) * 4
+        return (patch + p.KH * p.KW * cc * self.TILE_K) * accumulator(p.dtype).itemsize
 
     def channels_per_step(self, p: ConvProblem) -> Optional[int]:
         for cc in range(min(p.CG, self.MAX_CC), 0, -1):
@@ -159,6 +163,9 @@ class Direct(CudaAlgorithm):
         if gx > 2 ** 31 - 1 or gy > 65535:
             return f"grid ({gx}, {gy}) exceeds CUDA's limits (2^31-1, 65535)"
         return None
+
+    def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
+        return self._runnable(p, list(self.TUNING))
 
     def run(self, p, x, w, out):
         cc = self.channels_per_step(p)
@@ -287,25 +294,59 @@ class Im2colGemm(GemmLaunches):
 class Depthwise(CudaAlgorithm):
     name = "depthwise"
     files = ("depthwise",)
-    summary = "one input channel per group: one thread per output, KH*KW multiply-adds, coalesced loads"
+    summary = ("one input channel per group: each thread PX output pixels x 16 bytes of channels (NHWC, "
+               "aligned) from a register window of input columns, no bounds checks inside the image")
     file = "depthwise"
+    # Beside the default (4 pixels per thread, 256-thread blocks): 2 pixels per thread (twice the
+    # threads, for small images) and 128-thread blocks. None spills on sm_75..sm_90 (NVRTC 13).
+    TUNING = (dict(DEPTHWISE_PX=2), dict(DEPTHWISE_THREADS=128))
 
     def why_not(self, p: ConvProblem) -> Optional[str]:
         return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
 
-    def plan(self, p: ConvProblem) -> tuple[int, int, int]:
-        """Blocks, threads and index width: the grid-stride loop's last index must fit as well."""
+    def pixels_per_thread(self, p: ConvProblem, lanes: int) -> int:
+        """DEPTHWISE_PX, halved for 8-lane half vectors (the kernel's PixelsPerThread)."""
+        px = self.macro("depthwise", "DEPTHWISE_PX")
+        return max(px // 2, 1) if lanes > 1 and np.dtype(p.dtype).itemsize == 2 else px
+
+    @staticmethod
+    def lanes(p: ConvProblem, x, w, out) -> int:
+        """Channels per 16-byte access when the kernel may use them (NHWC, one output channel per input
+        channel, K a multiple of the lane count, every array 16-byte aligned), else 1."""
+        itemsize = np.dtype(p.dtype).itemsize
+        v = 16 // itemsize
+        ok = (p.layout == "NHWC" and p.KG == 1 and p.K % v == 0
+              and all(_address(a) % 16 == 0 for a in (x, w, out)))
+        return v if ok else 1
+
+    def plan(self, p: ConvProblem, lanes: int = 1) -> tuple[tuple[int, int, int], tuple[int, int, int], int]:
+        """Grid, block and index width for `lanes` channels per access. NHWC puts lanes on channel groups
+        (blocks as wide as the channel groups, up to the whole block), NCHW on pixel groups along rows."""
         threads = self.macro("depthwise", "DEPTHWISE_THREADS")
-        total = p.M * p.K
-        blocks = grid_stride_blocks(total, threads)
-        return blocks, threads, self.bits(*problem_sizes(p), grid_stride_end(total, blocks, threads))
+        groups = -(-p.OW // self.pixels_per_thread(p, lanes))
+        items = p.N * p.OH * groups
+        channel_groups = p.K // lanes
+        if p.layout == "NHWC":
+            bx = min(1 << max(channel_groups - 1, 0).bit_length(), threads)
+            by = threads // bx
+            grid = (-(-channel_groups // bx), min(-(-items // by), 65535), 1)
+            end = grid_stride_end(items, grid[1], by)
+        else:
+            bx, by = threads, 1
+            grid = (grid_stride_blocks(items, threads), min(channel_groups, 65535), 1)
+            end = grid_stride_end(items, grid[0], bx)
+        return grid, (bx, by, 1), self.bits(*problem_sizes(p), end)
+
+    def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
+        return self._runnable(p, list(self.TUNING))
 
     def run(self, p, x, w, out):
-        blocks, threads, bits = self.plan(p)
+        lanes = self.lanes(p, x, w, out)
+        grid, block, bits = self.plan(p, lanes)
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_depthwise", p.dtype, bits),
-            grid=(blocks, 1, 1), block=(threads, 1, 1), shared_mem=0,
-            args=(conv_problem_struct(p), x, w, out), defines=self.defines_for(self.file)))
+            grid=grid, block=block, shared_mem=0,
+            args=(conv_problem_struct(p), x, w, out, np.int32(lanes > 1)), defines=self.defines_for(self.file)))
 
 
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:
