@@ -12,11 +12,12 @@ from gpuconv.backends import available_backends
 from gpuconv.backends.cuda import sanitizer
 from gpuconv.backends.cuda.emulator import GuardedNumpy
 from gpuconv.backends.cuda.launch import Launch
+from gpuconv.backends.cuda.sources import inline_includes
 
 EMULATOR_REASON = available_backends()["emulator"]
 pytestmark = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 
-SOURCE = (Path(__file__).parent / "sanitizer_kernels" / "defects.cu").read_text()
+SOURCE = inline_includes(Path(__file__).parent / "sanitizer_kernels" / "defects.cu")  # async_copy.cuh
 
 
 @pytest.fixture(scope="module")

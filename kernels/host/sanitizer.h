@@ -100,6 +100,10 @@ inline void block_end() {}
 inline void at_barrier(const void*) {}
 inline void atomic_access(const void*, unsigned) {}
 inline void shared_layout(unsigned char*, size_t) {}
+inline bool pause() { return false; }
+inline void resume(bool) {}
+inline void async_issue(const void*, const void*, unsigned, unsigned) {}
+inline void async_landing(const void*, unsigned) {}
 #else
 GPUCONV_SAN_FN void shared_layout(unsigned char* dyn, size_t bytes) {
     State& s = st();
@@ -143,6 +147,9 @@ GPUCONV_SAN_FN void block_begin() {
 
 GPUCONV_SAN_FN void enter(unsigned) { st().active = true; }
 GPUCONV_SAN_FN void leave() { st().active = false; }
+// The runtime's own heap work inside a kernel thread (a queue growing) is not the kernel's access.
+GPUCONV_SAN_FN bool pause() { const bool was = st().active; st().active = false; return was; }
+GPUCONV_SAN_FN void resume(bool was) { st().active = was; }
 GPUCONV_SAN_FN void at_barrier(const void* site) { st().barrier_site[current_thread()] = site; }
 
 // All threads wait at a barrier: synccheck that it is the same one; a new phase starts.
@@ -379,6 +386,9 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
 GPUCONV_SAN_FN void atomic_access(const void* p, unsigned size) {
     access(p, size, true, size, __builtin_return_address(0), true);
 }
+
+GPUCONV_SAN_FN void async_issue(const void*, const void*, unsigned, unsigned) {}
+GPUCONV_SAN_FN void async_landing(const void*, unsigned) {}
 #endif
 
 }  // namespace gpuconv_san

@@ -1,6 +1,8 @@
 // defects.cu -- deliberately broken kernels, one per defect class the emulator's sanitizer must report
 // (tests/test_sanitizer.py), each followed by its corrected twin ("_ok"), which must report nothing.
-// Launch every kernel with one block of 32 threads; x holds 64 floats, y 32 (64 for stride32).
+// Launch every kernel with one block of 32 threads; x holds 64 floats, y 32 (64 for stride32); the
+// pipelines take the number of floats of x as a third argument.
+#include "../../kernels/async_copy.cuh"
 
 // memcheck: out-of-bounds global write (thread 31 writes y[32])
 extern "C" __global__ void oob_global_write(const float* x, float* y) { y[threadIdx.x + 1] = x[threadIdx.x]; }
@@ -152,3 +154,168 @@ extern "C" __global__ void warp_reduce(const float* x, float* y) {
     __syncwarp();
     y[threadIdx.x] = threadIdx.x == 0 ? v : threadIdx.x == 1 ? float(__popc(odd)) : reversed;
 }
+
+// ---- asynchronous copies (kernels/async_copy.cuh): a copy may land at any moment until its wait ----
+
+// asynccheck: a thread reads its own copy's bytes, committed but never waited for
+extern "C" __global__ void missing_wait(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    __syncthreads();
+    y[threadIdx.x] = s[threadIdx.x];
+}
+extern "C" __global__ void missing_wait_ok(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = s[threadIdx.x];
+}
+
+// asynccheck: async_wait<1> leaves the second of two groups in flight, and it is read
+extern "C" __global__ void weak_wait(const float* x, float* y) {
+    __shared__ float s[2][32];
+    async_copy<4>(&s[0][threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_copy<4>(&s[1][threadIdx.x], x + 32 + threadIdx.x, 4);
+    async_commit();
+    async_wait<1>();
+    y[threadIdx.x] = s[0][threadIdx.x] + s[1][threadIdx.x];
+}
+extern "C" __global__ void weak_wait_ok(const float* x, float* y) {
+    __shared__ float s[2][32];
+    async_copy<4>(&s[0][threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_copy<4>(&s[1][threadIdx.x], x + 32 + threadIdx.x, 4);
+    async_commit();
+    async_wait<1>();
+    const float first = s[0][threadIdx.x];  // the older group has landed: reading it here is right
+    async_wait<0>();
+    y[threadIdx.x] = first + s[1][threadIdx.x];
+}
+
+// racecheck: the wait comes after the barrier, so another thread's copy may still be in flight at the read
+extern "C" __global__ void wait_after_barrier(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    __syncthreads();
+    async_wait<0>();
+    y[threadIdx.x] = s[31 - threadIdx.x];
+}
+extern "C" __global__ void wait_after_barrier_ok(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = s[31 - threadIdx.x];
+}
+
+// racecheck: waited for, but no __syncthreads() before another thread reads the copied bytes
+extern "C" __global__ void wait_without_barrier(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    y[threadIdx.x] = s[31 - threadIdx.x];
+}
+extern "C" __global__ void wait_without_barrier_ok(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = s[31 - threadIdx.x];
+}
+
+// racecheck: a stage is refilled while other threads still read it (no __syncthreads() before the refill)
+extern "C" __global__ void stage_overwrite(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    const float first = s[31 - threadIdx.x];
+    async_copy<4>(&s[threadIdx.x], x + 32 + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = first + s[31 - threadIdx.x];
+}
+extern "C" __global__ void stage_overwrite_ok(const float* x, float* y) {
+    __shared__ float s[32];
+    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    const float first = s[31 - threadIdx.x];
+    __syncthreads();
+    async_copy<4>(&s[threadIdx.x], x + 32 + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = first + s[31 - threadIdx.x];
+}
+
+// memcheck: an async_copy past the end of a shared array (thread 31 writes s[32]); the twin's array is longer
+template <int N> __device__ void copy_shifted(const float* x, float* y) {
+    __shared__ float s[N];
+    async_copy<4>(&s[threadIdx.x + 1], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = s[32 - threadIdx.x];
+}
+extern "C" __global__ void async_oob_shared(const float* x, float* y) { copy_shifted<32>(x, y); }
+extern "C" __global__ void async_oob_shared_ok(const float* x, float* y) { copy_shifted<33>(x, y); }
+
+// memcheck: a 16-byte async_copy from a source one float off its alignment
+extern "C" __global__ void async_misaligned(const float* x, float* y) {
+    __shared__ float4 s[8];
+    if (threadIdx.x < 8) async_copy<16>(&s[threadIdx.x], x + 4 * threadIdx.x + 1, 16);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = s[threadIdx.x % 8].x;
+}
+extern "C" __global__ void async_misaligned_ok(const float* x, float* y) {
+    __shared__ float4 s[8];
+    if (threadIdx.x < 8) async_copy<16>(&s[threadIdx.x], x + 4 * threadIdx.x, 16);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = s[threadIdx.x % 8].x;
+}
+
+// Correct multi-stage pipelines (the implicit GEMM's main loop, CUTLASS's order): STAGES - 1 tiles in
+// flight, wait for the oldest, barrier, refill the stage the previous iteration read, use the current one.
+// A tile is 128 floats, 4 per thread as one 16-byte copy, zero-filled past the n floats of x.
+// y[t] = the sum over tiles of the 4 floats thread 31 - t copied.
+template <int STAGES> __device__ void pipeline(const float* x, float* y, int n) {
+    __shared__ float4 s[STAGES][32];
+    const int tiles = (n + 127) / 128;
+    auto load = [&](int tile) {
+        const int first = tile * 128 + 4 * int(threadIdx.x);
+        const int bytes = 4 * max(0, min(4, n - first));
+        async_copy<16>(&s[tile % STAGES][threadIdx.x], bytes > 0 ? x + first : x, bytes);
+    };
+    for (int tile = 0; tile < STAGES - 1; ++tile) {
+        if (tile < tiles) load(tile);
+        async_commit();  // an empty group keeps the count of groups in flight the same every iteration
+    }
+    float acc = 0.0f;
+    for (int tile = 0; tile < tiles; ++tile) {
+        async_wait<STAGES - 2>();
+        __syncthreads();
+        if (tile + STAGES - 1 < tiles) load(tile + STAGES - 1);
+        async_commit();
+        const float4 v = s[tile % STAGES][31 - threadIdx.x];
+        acc += v.x + v.y + v.z + v.w;
+    }
+    y[threadIdx.x] = acc;
+}
+extern "C" __global__ void pipeline2(const float* x, float* y, int n) { pipeline<2>(x, y, n); }
+extern "C" __global__ void pipeline3(const float* x, float* y, int n) { pipeline<3>(x, y, n); }
