@@ -260,17 +260,24 @@ extern "C" __global__ void stage_overwrite_ok(const float* x, float* y) {
     y[threadIdx.x] = first + s[31 - threadIdx.x];
 }
 
-// memcheck: an async_copy past the end of a shared array (thread 31 writes s[32]); the twin's array is longer
-template <int N> __device__ void copy_shifted(const float* x, float* y) {
-    __shared__ float s[N];
+// memcheck: an async_copy past the end of dynamic shared memory (launched with 128 bytes: thread 31 writes
+// bytes 128-131)
+extern "C" __global__ void async_oob_shared(const float* x, float* y) {
+    GPUCONV_DYNAMIC_SHARED(float, s);
     async_copy<4>(&s[threadIdx.x + 1], x + threadIdx.x, 4);
     async_commit();
     async_wait<0>();
     __syncthreads();
-    y[threadIdx.x] = s[32 - threadIdx.x];
+    y[threadIdx.x] = s[(threadIdx.x + 1) % 32];
 }
-extern "C" __global__ void async_oob_shared(const float* x, float* y) { copy_shifted<32>(x, y); }
-extern "C" __global__ void async_oob_shared_ok(const float* x, float* y) { copy_shifted<33>(x, y); }
+extern "C" __global__ void async_oob_shared_ok(const float* x, float* y) {
+    GPUCONV_DYNAMIC_SHARED(float, s);
+    async_copy<4>(&s[(threadIdx.x + 1) % 32], x + threadIdx.x, 4);
+    async_commit();
+    async_wait<0>();
+    __syncthreads();
+    y[threadIdx.x] = s[(threadIdx.x + 1) % 32];
+}
 
 // memcheck: a 16-byte async_copy from a source one float off its alignment
 extern "C" __global__ void async_misaligned(const float* x, float* y) {
