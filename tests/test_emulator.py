@@ -350,6 +350,13 @@ def test_a_wait_after_the_barrier_reads_other_threads_copies_too_early(async_ker
     assert np.isnan(y[:16]).all() and not np.isnan(y[16:]).any()  # threads 0-15 run before 31-16 wait
 
 
+def test_copies_nobody_waited_for_land_when_their_thread_exits(async_kernels):
+    """Threads 0-15 copy and exit without a wait; threads 16-31, which run after them, see the landed bytes."""
+    x = np.arange(64, dtype=np.float32)
+    y = run_async(async_kernels, "exit_without_wait", x)
+    np.testing.assert_array_equal(y[16:], x[:16])
+
+
 def test_a_misaligned_async_copy_fails_without_the_sanitizer(async_kernels):
     with pytest.raises(RuntimeError, match=r"async_misaligned failed in the emulator: memcheck: async_copy<16> from "
                                            r"global 0x[0-9a-f]+ to shared 0x[0-9a-f]+: not 16-byte aligned by block "

@@ -77,6 +77,9 @@ DEFECTS = [
     ("wait_without_barrier", r"racecheck: write-after-read hazard on shared array 's' byte offset 64 with thread "
                              r"\(15,0,0\) in the same barrier interval \(an async_copy's write\) by block \(0,0,0\) "
                              r"thread \(16,0,0\)"),
+    # thread 0's copy landed when it exited, in the barrier interval in which thread 16 reads it
+    ("exit_without_wait", r"racecheck: read-after-write hazard on shared array 's' byte offset 0 with thread "
+                          r"\(0,0,0\) in the same barrier interval by block \(0,0,0\) thread \(16,0,0\)"),
     # thread 16 reads s[15], which thread 15's refill wrote in the same barrier interval
     ("stage_overwrite", r"racecheck: read-after-write hazard on shared array 's' byte offset 60 with thread \(15,0,0\) "
                         r"in the same barrier interval by block \(0,0,0\) thread \(16,0,0\)"),

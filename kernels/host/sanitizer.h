@@ -366,7 +366,6 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
             space = std::string("shared array '") + outside->name + "'";
             if ((s.tools & MEMCHECK) && off + size > outside->size)
                 fail("memcheck", std::string("out-of-bounds ") + (write ? "write" : "read") + " past the end of " + space);
-            if (off + size > outside->size) return;  // memcheck off: the shadow ends with the array
             shadow = s.outside_shadow[size_t(outside - s.regions.data())].data() + off;
         } else if (in_static) {
             off = a - s.static_lo;

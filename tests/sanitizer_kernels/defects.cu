@@ -231,6 +231,28 @@ extern "C" __global__ void wait_without_barrier_ok(const float* x, float* y) {
     y[threadIdx.x] = s[31 - threadIdx.x];
 }
 
+// racecheck: threads 0-15 copy and exit without a wait (the copies land at the exit: the hardware finishes
+// them); threads 16-31 read those bytes with no barrier between
+extern "C" __global__ void exit_without_wait(const float* x, float* y) {
+    __shared__ float s[16];
+    if (threadIdx.x < 16) {
+        async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+        async_commit();
+        return;
+    }
+    y[threadIdx.x] = s[threadIdx.x - 16];
+}
+extern "C" __global__ void exit_without_wait_ok(const float* x, float* y) {
+    __shared__ float s[16];
+    if (threadIdx.x < 16) {
+        async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
+        async_commit();
+        async_wait<0>();
+    }
+    __syncthreads();
+    if (threadIdx.x >= 16) y[threadIdx.x] = s[threadIdx.x - 16];
+}
+
 // racecheck: a stage is refilled while other threads still read it (no __syncthreads() before the refill)
 extern "C" __global__ void stage_overwrite(const float* x, float* y) {
     __shared__ float s[32];
