@@ -334,7 +334,8 @@ inline void shared_init(const SharedShadow* sh, unsigned size, const char* space
 GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsigned align, const void* pc, How how);
 
 // The checks call library code (std::string, hash maps) that is itself instrumented: inactive meanwhile.
-GPUCONV_SAN_FN void access(const void* p, unsigned size, bool write, unsigned align, const void* pc, How how) {
+GPUCONV_SAN_FN void access(const void* p, unsigned size, bool write, unsigned align, const void* pc,
+                          How how = PLAIN) {
     State& s = st();
     if (!s.active) return;
     s.active = false;
@@ -495,17 +496,17 @@ __attribute__((no_sanitize("thread"))) void __tsan_func_entry(void*) {}
 __attribute__((no_sanitize("thread"))) void __tsan_func_exit(void*) {}
 #define GPUCONV_SAN_HOOKS(n)                                                                          \
     __attribute__((no_sanitize("thread"))) void __tsan_read##n(void* p) {                             \
-        gpuconv_san::access(p, n, false, n, __builtin_return_address(0), gpuconv_san::PLAIN); }                   \
+        gpuconv_san::access(p, n, false, n, __builtin_return_address(0)); }                           \
     __attribute__((no_sanitize("thread"))) void __tsan_write##n(void* p) {                            \
-        gpuconv_san::access(p, n, true, n, __builtin_return_address(0), gpuconv_san::PLAIN); }                    \
+        gpuconv_san::access(p, n, true, n, __builtin_return_address(0)); }                            \
     __attribute__((no_sanitize("thread"))) void __tsan_unaligned_read##n(void* p) {                   \
-        gpuconv_san::access(p, n, false, 0, __builtin_return_address(0), gpuconv_san::PLAIN); }                   \
+        gpuconv_san::access(p, n, false, 0, __builtin_return_address(0)); }                           \
     __attribute__((no_sanitize("thread"))) void __tsan_unaligned_write##n(void* p) {                  \
-        gpuconv_san::access(p, n, true, 0, __builtin_return_address(0), gpuconv_san::PLAIN); }                    \
+        gpuconv_san::access(p, n, true, 0, __builtin_return_address(0)); }                            \
     __attribute__((no_sanitize("thread"))) void __tsan_volatile_read##n(void* p) {                    \
-        gpuconv_san::access(p, n, false, n, __builtin_return_address(0), gpuconv_san::PLAIN); }                   \
+        gpuconv_san::access(p, n, false, n, __builtin_return_address(0)); }                           \
     __attribute__((no_sanitize("thread"))) void __tsan_volatile_write##n(void* p) {                   \
-        gpuconv_san::access(p, n, true, n, __builtin_return_address(0), gpuconv_san::PLAIN); }
+        gpuconv_san::access(p, n, true, n, __builtin_return_address(0)); }
 GPUCONV_SAN_HOOKS(1)
 GPUCONV_SAN_HOOKS(2)
 GPUCONV_SAN_HOOKS(4)
@@ -518,10 +519,10 @@ __attribute__((no_sanitize("thread"))) unsigned char __tsan_atomic8_load(const v
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 __attribute__((no_sanitize("thread"))) void __tsan_read_range(void* p, unsigned long n) {
-    gpuconv_san::access(p, unsigned(n), false, 0, __builtin_return_address(0), gpuconv_san::PLAIN);
+    gpuconv_san::access(p, unsigned(n), false, 0, __builtin_return_address(0));
 }
 __attribute__((no_sanitize("thread"))) void __tsan_write_range(void* p, unsigned long n) {
-    gpuconv_san::access(p, unsigned(n), true, 0, __builtin_return_address(0), gpuconv_san::PLAIN);
+    gpuconv_san::access(p, unsigned(n), true, 0, __builtin_return_address(0));
 }
 
 // Called by Python before a launch: which checks, the pointer arguments and static shared arrays
