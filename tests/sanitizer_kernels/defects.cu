@@ -157,34 +157,25 @@ extern "C" __global__ void warp_reduce(const float* x, float* y) {
 
 // ---- asynchronous copies (kernels/async_copy.cuh): a copy may land at any moment until its wait ----
 
-// asynccheck: a thread reads its own copy's bytes, committed but never waited for
-extern "C" __global__ void missing_wait(const float* x, float* y) {
+// One async_copy per thread into s, a wait and a barrier where `order` puts them, then a read of the
+// thread's own element or (reverse) of thread 31 - t's.
+enum WaitOrder { NO_WAIT, WAIT_THEN_BARRIER, BARRIER_THEN_WAIT, WAIT_ONLY };
+__device__ void copy_then_read(const float* x, float* y, WaitOrder order, bool reverse) {
     __shared__ float s[32];
     async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
     async_commit();
-    __syncthreads();
-    y[threadIdx.x] = s[threadIdx.x];
-}
-extern "C" __global__ void missing_wait_ok(const float* x, float* y) {
-    __shared__ float s[32];
-    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
-    async_commit();
-    async_wait<0>();
-    __syncthreads();
-    y[threadIdx.x] = s[threadIdx.x];
+    if (order == WAIT_THEN_BARRIER || order == WAIT_ONLY) async_wait<0>();
+    if (order != WAIT_ONLY) __syncthreads();
+    if (order == BARRIER_THEN_WAIT) async_wait<0>();
+    y[threadIdx.x] = s[reverse ? 31 - threadIdx.x : threadIdx.x];
 }
 
+// asynccheck: a thread reads its own copy's bytes, committed but never waited for
+extern "C" __global__ void missing_wait(const float* x, float* y) { copy_then_read(x, y, NO_WAIT, false); }
+extern "C" __global__ void missing_wait_ok(const float* x, float* y) { copy_then_read(x, y, WAIT_THEN_BARRIER, false); }
+
 // asynccheck: async_wait<1> leaves the second of two groups in flight, and it is read
-extern "C" __global__ void weak_wait(const float* x, float* y) {
-    __shared__ float s[2][32];
-    async_copy<4>(&s[0][threadIdx.x], x + threadIdx.x, 4);
-    async_commit();
-    async_copy<4>(&s[1][threadIdx.x], x + 32 + threadIdx.x, 4);
-    async_commit();
-    async_wait<1>();
-    y[threadIdx.x] = s[0][threadIdx.x] + s[1][threadIdx.x];
-}
-extern "C" __global__ void weak_wait_ok(const float* x, float* y) {
+__device__ void two_groups(const float* x, float* y, bool wait_for_the_second) {
     __shared__ float s[2][32];
     async_copy<4>(&s[0][threadIdx.x], x + threadIdx.x, 4);
     async_commit();
@@ -192,43 +183,24 @@ extern "C" __global__ void weak_wait_ok(const float* x, float* y) {
     async_commit();
     async_wait<1>();
     const float first = s[0][threadIdx.x];  // the older group has landed: reading it here is right
-    async_wait<0>();
+    if (wait_for_the_second) async_wait<0>();
     y[threadIdx.x] = first + s[1][threadIdx.x];
 }
+extern "C" __global__ void weak_wait(const float* x, float* y) { two_groups(x, y, false); }
+extern "C" __global__ void weak_wait_ok(const float* x, float* y) { two_groups(x, y, true); }
 
 // racecheck: the wait comes after the barrier, so another thread's copy may still be in flight at the read
 extern "C" __global__ void wait_after_barrier(const float* x, float* y) {
-    __shared__ float s[32];
-    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
-    async_commit();
-    __syncthreads();
-    async_wait<0>();
-    y[threadIdx.x] = s[31 - threadIdx.x];
+    copy_then_read(x, y, BARRIER_THEN_WAIT, true);
 }
 extern "C" __global__ void wait_after_barrier_ok(const float* x, float* y) {
-    __shared__ float s[32];
-    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
-    async_commit();
-    async_wait<0>();
-    __syncthreads();
-    y[threadIdx.x] = s[31 - threadIdx.x];
+    copy_then_read(x, y, WAIT_THEN_BARRIER, true);
 }
 
 // racecheck: waited for, but no __syncthreads() before another thread reads the copied bytes
-extern "C" __global__ void wait_without_barrier(const float* x, float* y) {
-    __shared__ float s[32];
-    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
-    async_commit();
-    async_wait<0>();
-    y[threadIdx.x] = s[31 - threadIdx.x];
-}
+extern "C" __global__ void wait_without_barrier(const float* x, float* y) { copy_then_read(x, y, WAIT_ONLY, true); }
 extern "C" __global__ void wait_without_barrier_ok(const float* x, float* y) {
-    __shared__ float s[32];
-    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
-    async_commit();
-    async_wait<0>();
-    __syncthreads();
-    y[threadIdx.x] = s[31 - threadIdx.x];
+    copy_then_read(x, y, WAIT_THEN_BARRIER, true);
 }
 
 // racecheck: threads 0-15 copy and exit without a wait (the copies land at the exit: the hardware finishes
@@ -254,33 +226,22 @@ extern "C" __global__ void exit_without_wait_ok(const float* x, float* y) {
 }
 
 // racecheck: a stage is refilled while other threads still read it (no __syncthreads() before the refill)
-extern "C" __global__ void stage_overwrite(const float* x, float* y) {
+__device__ void refill(const float* x, float* y, bool barrier_before_refill) {
     __shared__ float s[32];
     async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
     async_commit();
     async_wait<0>();
     __syncthreads();
     const float first = s[31 - threadIdx.x];
+    if (barrier_before_refill) __syncthreads();
     async_copy<4>(&s[threadIdx.x], x + 32 + threadIdx.x, 4);
     async_commit();
     async_wait<0>();
     __syncthreads();
     y[threadIdx.x] = first + s[31 - threadIdx.x];
 }
-extern "C" __global__ void stage_overwrite_ok(const float* x, float* y) {
-    __shared__ float s[32];
-    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 4);
-    async_commit();
-    async_wait<0>();
-    __syncthreads();
-    const float first = s[31 - threadIdx.x];
-    __syncthreads();
-    async_copy<4>(&s[threadIdx.x], x + 32 + threadIdx.x, 4);
-    async_commit();
-    async_wait<0>();
-    __syncthreads();
-    y[threadIdx.x] = first + s[31 - threadIdx.x];
-}
+extern "C" __global__ void stage_overwrite(const float* x, float* y) { refill(x, y, false); }
+extern "C" __global__ void stage_overwrite_ok(const float* x, float* y) { refill(x, y, true); }
 
 // memcheck: an async_copy past the end of dynamic shared memory (launched with 128 bytes: thread 31 writes
 // bytes 128-131)
