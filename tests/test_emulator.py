@@ -331,7 +331,7 @@ def run_async(module, kernel, x, *extra, seed=None):
     ("weak_wait", lambda x: x[:32] + x[32:], 32),  # async_wait<1>: the second group is still in flight
     ("missing_wait_ok", lambda x: x[:32], 0),
     ("weak_wait_ok", lambda x: x[:32] + x[32:], 0),
-    # the wait after the barrier: the threads that run before thread 31 - t waits read its copy unlanded
+    # every thread waits before the barrier: all copies have landed when thread t reads thread 31 - t's
     ("wait_after_barrier_ok", lambda x: x[31::-1], 0),
 ])
 def test_copies_land_when_their_wait_retires_them(async_kernels, kernel, expected, nan_threads, seed):
