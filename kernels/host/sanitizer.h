@@ -65,12 +65,14 @@ struct Region {
 };
 
 // Per byte of shared memory: the last writer and reader and the phase (barrier interval) they acted in,
-// and the thread (+ 1; 0: none) whose async_copy into it has not landed yet.
+// and the thread (+ 1; 0: none) whose async_copy into it has not landed yet. Threads of a block (at most
+// 1024) fit 16 bits, which keeps the record 16 bytes: a 4-byte access reads one cache line of shadow.
 struct SharedShadow {
-    uint32_t w_phase, writer, r_phase, reader;  // reader = kManyReaders when several threads read
-    uint32_t pending;
+    uint32_t w_phase, r_phase;
+    uint16_t writer, reader;  // reader = kManyReaders when several threads read
+    uint16_t pending, unused;
 };
-constexpr uint32_t kManyReaders = 0xFFFFFFFFu;
+constexpr uint32_t kManyReaders = 0xFFFFu;
 
 // Counters of one launch (COUNTERS): the hardware's view of memory traffic.
 struct Counters {
@@ -89,6 +91,7 @@ struct State {
     std::vector<SharedShadow> static_shadow, dyn_shadow;
     std::vector<std::vector<SharedShadow>> outside_shadow;  // per region (SHARED_OUTSIDE)
     uint32_t phase = 1, block_first_phase = 1;
+    uint64_t copies_in_flight = 0;                    // async_copies into shared memory not landed yet
     std::vector<const void*> barrier_site;            // per thread: the __syncthreads() it waits at
     // COUNTERS: per access instruction (its return address) and warp, each lane's execution count,
     // and per (instruction, warp, n-th execution) the addresses the lanes touched.
@@ -234,24 +237,25 @@ GPUCONV_SAN_FN std::string describe(const Region& g, intptr_t off, unsigned size
     return b;
 }
 
+// Reports a hazard found by interval_race (out of line: the check itself runs on every byte accessed).
+GPUCONV_SAN_FN void report_interval_race(const char* hazard, uint32_t other, const char* space, uintptr_t off,
+                                         const char* what) {
+    char m[280];
+    std::snprintf(m, sizeof m, "%s hazard on %s byte offset %llu with %s in the same barrier interval%s", hazard,
+                  space, (unsigned long long)off,
+                  other == kManyReaders ? "several other threads" : thread_name(other).c_str(), what);
+    fail("racecheck", m);
+}
+
 // Racecheck of one byte against the other threads' accesses in the current barrier interval.
 inline void interval_race(const SharedShadow& b, bool write, uint32_t t, const char* space, uintptr_t off,
                           const char* what) {
     State& s = st();
-    const char* hazard = nullptr;
-    uint32_t other = 0;
-    if (b.w_phase == s.phase && b.writer != t) { hazard = write ? "write-after-write" : "read-after-write"; other = b.writer; }
-    else if (write && b.r_phase == s.phase && b.reader != t) {
-        hazard = "write-after-read";
-        other = b.reader;
-    }
-    if (hazard && (s.tools & RACECHECK)) {
-        char m[280];
-        std::snprintf(m, sizeof m, "%s hazard on %s byte offset %llu with %s in the same barrier interval%s",
-                      hazard, space, (unsigned long long)off,
-                      other == kManyReaders ? "several other threads" : thread_name(other).c_str(), what);
-        fail("racecheck", m);
-    }
+    if (!(s.tools & RACECHECK)) return;
+    if (b.w_phase == s.phase && b.writer != t)
+        report_interval_race(write ? "write-after-write" : "read-after-write", b.writer, space, off, what);
+    if (write && b.r_phase == s.phase && b.reader != t)
+        report_interval_race("write-after-read", b.reader, space, off, what);
 }
 
 inline void shared_race(SharedShadow* sh, unsigned size, bool write, uint32_t t, const char* space,
@@ -260,9 +264,9 @@ inline void shared_race(SharedShadow* sh, unsigned size, bool write, uint32_t t,
     for (unsigned i = 0; i < size; ++i) {
         SharedShadow& b = sh[i];
         interval_race(b, write, t, space, off + i, "");
-        if (write) { b.w_phase = s.phase; b.writer = t; }
-        else if (b.r_phase == s.phase && b.reader != t) b.reader = kManyReaders;
-        else { b.r_phase = s.phase; b.reader = t; }
+        if (write) { b.w_phase = s.phase; b.writer = uint16_t(t); }
+        else if (b.r_phase == s.phase && b.reader != t) b.reader = uint16_t(kManyReaders);
+        else { b.r_phase = s.phase; b.reader = uint16_t(t); }
     }
 }
 
@@ -313,7 +317,7 @@ inline void async_issue_shared(SharedShadow* sh, unsigned size, uint32_t t, cons
                                uintptr_t a) {
     pending_race(sh, size, "async_copy into", true, t, space, off, a);
     for (unsigned i = 0; i < size; ++i) interval_race(sh[i], true, t, space, off + i, " (an async_copy's write)");
-    for (unsigned i = 0; i < size; ++i) sh[i].pending = t + 1;
+    for (unsigned i = 0; i < size; ++i) sh[i].pending = uint16_t(t + 1);
 }
 
 inline void shared_init(const SharedShadow* sh, unsigned size, const char* space, uintptr_t off) {
@@ -402,14 +406,16 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
                  " at byte offset " + std::to_string(off));
         if (how == ASYNC_ISSUE) {
             if (write) async_issue_shared(shadow, size, t, space.c_str(), off, a);
+            s.copies_in_flight += write;
             return;
         }
         if (how == ASYNC_LANDING) {
             for (unsigned i = 0; i < size; ++i)
                 if (shadow[i].pending == t + 1) shadow[i].pending = 0;
+            --s.copies_in_flight;
             return;
         }
-        pending_race(shadow, size, write ? "write" : "read", write, t, space.c_str(), off, a);
+        if (s.copies_in_flight) pending_race(shadow, size, write ? "write" : "read", write, t, space.c_str(), off, a);
         if ((s.tools & INITCHECK) && !write && !atomic) shared_init(shadow, size, space.c_str(), off);
         if (!atomic) shared_race(shadow, size, write, t, space.c_str(), off);
         else  // an atomic initialises but takes part in no hazard
@@ -547,6 +553,7 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, co
     s.static_hi = uintptr_t(__stop_gpuconv_shared);
     s.static_shadow.assign(s.static_hi - s.static_lo, SharedShadow{});
     s.counters = Counters{};
+    s.copies_in_flight = 0;
     s.requests.clear();
     s.executions.clear();
     s.pc_ids.clear();
