@@ -239,3 +239,37 @@ def test_pipelines_are_right_and_clean(module, stages, n):
         y = np.zeros(32, np.float32)
         run_it(Launch("sanitizer_defects", f"pipeline{stages}", (1, 1, 1), (32, 1, 1), 0, (x, y, np.int32(n))))
         np.testing.assert_array_equal(y, expected)
+
+
+def test_a_pipeline_without_its_barrier_is_reported(module):
+    """The 3-stage pipeline without the __syncthreads() after its wait: racecheck reports the first read of
+    another thread's copy, and the plain emulator reads stages before their copies land."""
+    n = 5 * 128
+    x = (np.arange(n) % 13 + 1).astype(np.float32)
+    launch = Launch("sanitizer_defects", "pipeline3_no_barrier", (1, 1, 1), (32, 1, 1), 0,
+                    (x, np.zeros(32, np.float32), np.int32(n)))
+    with pytest.raises(RuntimeError, match=r"pipeline3_no_barrier failed in the emulator: racecheck: "
+                                           r"(read-after-write|write-after-read) hazard on shared array 's' byte offset"):
+        module.run(launch, ("racecheck",), GuardedNumpy())
+    load_plain().launch(launch)
+    assert np.isnan(launch.args[1]).any()
+
+
+def test_each_build_keeps_its_own_template_shared_arrays():
+    """A function template's __shared__ array is a vague-linkage object: g++ would make it a process-wide
+    unique symbol, so a sanitized library loaded after the plain build of the same source would use the
+    plain one's array, which the sanitizer does not track (its defects went unreported). Built with
+    -fno-gnu-unique, each library keeps its own."""
+    src = ('template <typename T> __device__ void half_staged(const T* x, T* y) {\n'
+           '    __shared__ T s[32];\n'
+           '    if (threadIdx.x < 16) s[threadIdx.x] = x[threadIdx.x];\n'
+           '    __syncthreads();\n'
+           '    y[threadIdx.x] = s[31 - threadIdx.x];\n}\n'
+           'extern "C" __global__ void half_staged_f(const float* x, float* y) { half_staged<float>(x, y); }\n')
+    from gpuconv.backends.cuda.emulator import EmulatedModule
+    plain = EmulatedModule("sanitizer_unique_arrays", src)
+    launch = Launch("sanitizer_unique_arrays", "half_staged_f", (1, 1, 1), (32, 1, 1), 0,
+                    (np.arange(32, dtype=np.float32), np.zeros(32, np.float32)))
+    plain.launch(launch)
+    with pytest.raises(RuntimeError, match=r"initcheck: read of uninitialised shared array 's' byte offset 124"):
+        sanitizer.SanitizedModule("sanitizer_unique_arrays", src).run(launch, ("initcheck",), GuardedNumpy())

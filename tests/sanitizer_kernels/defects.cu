@@ -283,8 +283,9 @@ extern "C" __global__ void async_misaligned_ok(const float* x, float* y) {
 // Correct multi-stage pipelines (the implicit GEMM's main loop, CUTLASS's order): STAGES - 1 tiles in
 // flight, wait for the oldest, barrier, refill the stage the previous iteration read, use the current one.
 // A tile is 128 floats, 4 per thread as one 16-byte copy, zero-filled past the n floats of x.
-// y[t] = the sum over tiles of the 4 floats thread 31 - t copied.
-template <int STAGES> __device__ void pipeline(const float* x, float* y, int n) {
+// y[t] = the sum over tiles of the 4 floats thread 31 - t copied. BARRIER = false is the defect: a stage
+// is refilled while other threads may still read it, and read before its copies have landed.
+template <int STAGES, bool BARRIER = true> __device__ void pipeline(const float* x, float* y, int n) {
     __shared__ float4 s[STAGES][32];
     const int tiles = (n + 127) / 128;
     auto load = [&](int tile) {
@@ -299,7 +300,7 @@ template <int STAGES> __device__ void pipeline(const float* x, float* y, int n) 
     float acc = 0.0f;
     for (int tile = 0; tile < tiles; ++tile) {
         async_wait<STAGES - 2>();
-        __syncthreads();
+        if (BARRIER) __syncthreads();
         if (tile + STAGES - 1 < tiles) load(tile + STAGES - 1);
         async_commit();
         const float4 v = s[tile % STAGES][31 - threadIdx.x];
@@ -309,3 +310,4 @@ template <int STAGES> __device__ void pipeline(const float* x, float* y, int n) 
 }
 extern "C" __global__ void pipeline2(const float* x, float* y, int n) { pipeline<2>(x, y, n); }
 extern "C" __global__ void pipeline3(const float* x, float* y, int n) { pipeline<3>(x, y, n); }
+extern "C" __global__ void pipeline3_no_barrier(const float* x, float* y, int n) { pipeline<3, false>(x, y, n); }
