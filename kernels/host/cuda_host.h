@@ -60,9 +60,6 @@ __attribute__((section("gpuconv_shared"), used)) static unsigned char gpuconv_sh
 #define __forceinline__ inline
 #endif
 
-// What Python calls by name (the libraries are built with -fvisibility=hidden: see emulator.py).
-#define GPUCONV_EXPORT __attribute__((visibility("default")))
-
 // The runtime's own functions: in the sanitizer's build their accesses (fiber records on the heap, which
 // may lie next to a kernel argument) are not the kernel's and must not be checked.
 #define GPUCONV_RUNTIME __attribute__((no_sanitize("thread")))
@@ -516,9 +513,9 @@ GPUCONV_RUNTIME inline int launch(const unsigned* grid, const unsigned* block, s
 
 }  // namespace gpuconv_emu
 
-extern "C" GPUCONV_EXPORT GPUCONV_RUNTIME uintptr_t gpuconv_emu_shared_section() { return uintptr_t(__start_gpuconv_shared); }
+extern "C" GPUCONV_RUNTIME uintptr_t gpuconv_emu_shared_section() { return uintptr_t(__start_gpuconv_shared); }
 
-extern "C" GPUCONV_EXPORT GPUCONV_RUNTIME void gpuconv_emu_outside_shared(unsigned char** arrays, const size_t* sizes, int n) {
+extern "C" GPUCONV_RUNTIME void gpuconv_emu_outside_shared(unsigned char** arrays, const size_t* sizes, int n) {
     auto& r = gpuconv_emu::rt();
     r.outside_shared.clear();
     for (int i = 0; i < n; ++i) r.outside_shared.emplace_back(arrays[i], sizes[i]);

@@ -533,7 +533,7 @@ __attribute__((no_sanitize("thread"))) void __tsan_write_range(void* p, unsigned
 
 // Called by Python before a launch: which checks, the pointer arguments and static shared arrays
 // (regions), and the dynamic shared memory size. Returns the address of the gpuconv_shared section.
-GPUCONV_EXPORT __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, const gpuconv_san::Region* regions,
+__attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, const gpuconv_san::Region* regions,
                                                              int n) {
     using namespace gpuconv_san;
     State& s = st();
@@ -559,7 +559,7 @@ GPUCONV_EXPORT __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(uns
     s.pc_ids.clear();
 }
 
-GPUCONV_EXPORT __attribute__((no_sanitize("thread"))) void gpuconv_san_counters(unsigned long long* out) {
+__attribute__((no_sanitize("thread"))) void gpuconv_san_counters(unsigned long long* out) {
     const auto& c = gpuconv_san::st().counters;
     unsigned long long read = 0, written = 0;  // distinct global bytes: the launch's compulsory traffic
     for (const auto& tb : gpuconv_san::st().touched)
@@ -569,7 +569,7 @@ GPUCONV_EXPORT __attribute__((no_sanitize("thread"))) void gpuconv_san_counters(
     std::memcpy(out, v, sizeof v);
 }
 
-GPUCONV_EXPORT __attribute__((no_sanitize("thread"))) uintptr_t gpuconv_san_static_shared() {
+__attribute__((no_sanitize("thread"))) uintptr_t gpuconv_san_static_shared() {
     return uintptr_t(__start_gpuconv_shared);
 }
 }

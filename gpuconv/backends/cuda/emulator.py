@@ -36,12 +36,10 @@ from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
 # ctypes releases the GIL during a launch; one launch at a time, as on a single GPU stream.
 _LAUNCH_LOCK = threading.Lock()
 
-# -fvisibility=hidden: exported, g++'s inline variables and the static locals of templates and inline
-# functions (the runtime's state, threadIdx, a template's __shared__ arrays) are process-wide unique
-# symbols (STB_GNU_UNIQUE), which bind every library of the same kernels (plain and sanitized builds, other
-# defines) to the copy loaded first, whatever RTLD_LOCAL says. Only the entry points Python calls are
-# exported (GPUCONV_EXPORT, cuda_host.h).
-CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing", "-fvisibility=hidden")
+# -fno-gnu-unique: g++ would give a template function's static (__shared__) arrays STB_GNU_UNIQUE binding,
+# one copy per process across all loaded libraries, so two builds of a file with different tile macros
+# would share the first one's arrays.
+CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing", "-fno-gnu-unique")
 # A launch runs its grid in slices of about this many seconds, returning to Python between them: the
 # interpreter runs signal handlers only there, so this bounds how late Ctrl-C arrives.
 SLICE_SECONDS = 0.05
@@ -56,9 +54,9 @@ def wrapper_source(entries: dict[str, Entry]) -> str:
             f"static void gpuconv_body_{e.name}(void* v) {{\n"
             f"    void** a = static_cast<void**>(v);\n"
             f"    {e.name}({call_args});\n}}\n"
-            f'extern "C" GPUCONV_EXPORT int gpuconv_launch_{e.name}(const unsigned* grid, const unsigned* block,\n'
-            f"        size_t smem, unsigned long long* rng, int shuffle, unsigned long long* next_block,\n"
-            f"        double max_seconds, void** args, char* err, size_t err_len) {{\n"
+            f'extern "C" int gpuconv_launch_{e.name}(const unsigned* grid, const unsigned* block, size_t smem,\n'
+            f"        unsigned long long* rng, int shuffle, unsigned long long* next_block, double max_seconds,\n"
+            f"        void** args, char* err, size_t err_len) {{\n"
             f"    return gpuconv_emu::launch(grid, block, smem, rng, shuffle, next_block, max_seconds,\n"
             f"                               gpuconv_body_{e.name}, args, err, err_len);\n}}\n")
     return "\n".join(out)
