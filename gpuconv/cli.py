@@ -14,8 +14,8 @@ COMMANDS = {
     "demo": ("gpuconv.demo", "run the seed articles' example on the best available backend"),
     "info": ("gpuconv.info", "version, backends (and why any is unusable), BLAS library and threads"),
     "kernels": ("gpuconv.backends.cuda.report", "compile every CUDA kernel with NVRTC and print ptxas' report"),
-    "sanitize": ("gpuconv.sanitize_cli", "run every CUDA kernel on the emulator under memcheck, racecheck, initcheck "
-                 "and synccheck (and --counters: memory efficiency)"),
+    "sanitize": ("gpuconv.sanitize_cli", "run every CUDA kernel on the emulator under memcheck, racecheck, initcheck, "
+                 "synccheck and asynccheck (and --counters: memory efficiency)"),
     "bench": ("gpuconv.bench.runner", "benchmark gpuconv against TensorFlow, PyTorch, JAX and the seed approaches"),
     "tune": ("gpuconv.tune_cli", "autotune the CUDA kernels' configurations on this device for the bench's layers "
              "(or --layers) and cache the winners"),

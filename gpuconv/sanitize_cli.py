@@ -12,7 +12,7 @@ import numpy as np
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tool", default="all",
-                        help="comma-separated checks: memcheck,racecheck,initcheck,synccheck (default: all)")
+                        help="comma-separated checks: memcheck,racecheck,initcheck,synccheck,asynccheck (default: all)")
     parser.add_argument("--layers", default="", help="comma-separated layer names of bench/layers.py (default: all)")
     parser.add_argument("--counters", action="store_true",
                         help="also print per kernel: sectors per request, bank-conflict wavefronts, distinct global "

@@ -14,7 +14,10 @@
 // Before sm_80: the copy is an ordinary load and store, done at the call (commit and wait do nothing);
 //   a kernel that wants overlap there double-buffers in registers itself.
 // Emulator (g++, no __CUDA_ARCH__): kernels/host/cuda_host.h supplies gpuconv_emu::async_copy,
-//   async_commit and async_wait with the same contract.
+//   async_commit and async_wait with the same contract. A copy lands (reads its source, writes shared
+//   memory) only when the wait that retires its group returns, or when its thread exits, so a missing or
+//   too weak wait reads poisoned (NaN) or stale shared memory there; the sanitizer (asynccheck, racecheck)
+//   treats the copy as landing at any moment between its issue and that wait, as a GPU may.
 #pragma once
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

@@ -1,5 +1,6 @@
 """The emulator backend under stress: guard checks with concurrent callers, a damaged or unusable
-kernel cache, a missing or hanging compiler, and Ctrl-C during a long launch."""
+kernel cache, a missing or hanging compiler, and Ctrl-C during a long launch; and what it models of
+asynchronous copies (kernels/async_copy.cuh)."""
 from __future__ import annotations
 
 import errno
@@ -20,7 +21,7 @@ from gpuconv.backends import available_backends, get_backend, unusable_reason
 from gpuconv.backends.cuda import emulator, emulator_build
 from gpuconv.backends.cuda.launch import Launch
 from gpuconv.backends.cuda.params import conv_problem_struct
-from gpuconv.backends.cuda.sources import load_source
+from gpuconv.backends.cuda.sources import inline_includes, kernel_dir, load_source
 
 from threaded_calls import assert_exact_from_threads, integer_cases
 
@@ -120,6 +121,75 @@ def test_guarded_buffers_are_not_kept_after_the_result_is_dropped():
     assert len(be.xp._buffers) == 1
     del y
     assert len(be.xp._buffers) == 0
+
+
+# ---------------------------------------------------------------- asynchronous copies
+
+@pytest.fixture(scope="module")
+def async_kernels():
+    """tests/sanitizer_kernels/defects.cu, whose async_copy kernels come with correct twins and pipelines."""
+    return emulator.EmulatedModule(
+        "sanitizer_defects", inline_includes(Path(__file__).parent / "sanitizer_kernels" / "defects.cu"))
+
+
+def run_async(module, kernel, x, *extra, seed=None):
+    y = np.zeros(32, np.float32)
+    module.launch(Launch("sanitizer_defects", kernel, (1, 1, 1), (32, 1, 1), 0, (x, y, *extra)),
+                  seed=seed or 0, shuffle=seed is not None)
+    return y
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2])
+@pytest.mark.parametrize("kernel, expected, nan_threads", [
+    # each thread reads its own copy: without a wait it has not landed, so the poisoned bytes are read
+    ("missing_wait", lambda x: x[:32], 32),
+    ("weak_wait", lambda x: x[:32] + x[32:], 32),  # async_wait<1>: the second group is still in flight
+    ("missing_wait_ok", lambda x: x[:32], 0),
+    ("weak_wait_ok", lambda x: x[:32] + x[32:], 0),
+    # every thread waits before the barrier: all copies have landed when thread t reads thread 31 - t's
+    ("wait_after_barrier_ok", lambda x: x[31::-1], 0),
+])
+def test_copies_land_when_their_wait_retires_them(async_kernels, kernel, expected, nan_threads, seed):
+    """A copy reaches shared memory at the async_wait that retires its group (or the thread's exit), not at
+    the call: a missing or too weak wait reads the poisoned (NaN) shared memory, as it may on a GPU."""
+    x = np.arange(64, dtype=np.float32)
+    y = run_async(async_kernels, kernel, x, seed=seed)
+    assert np.isnan(y).sum() == nan_threads
+    if nan_threads == 0:
+        np.testing.assert_array_equal(y, expected(x))
+
+
+def test_a_wait_after_the_barrier_reads_other_threads_copies_too_early(async_kernels):
+    """Thread t reads thread 31 - t's copy after the barrier; that copy lands only at its own thread's wait."""
+    y = run_async(async_kernels, "wait_after_barrier", np.arange(64, dtype=np.float32))
+    assert np.isnan(y[:16]).all() and not np.isnan(y[16:]).any()  # threads 0-15 run before 31-16 wait
+
+
+def test_copies_nobody_waited_for_land_when_their_thread_exits(async_kernels):
+    """Threads 0-15 copy and exit without a wait; threads 16-31, which run after them, see the landed bytes."""
+    x = np.arange(64, dtype=np.float32)
+    y = run_async(async_kernels, "exit_without_wait", x)
+    np.testing.assert_array_equal(y[16:], x[:16])
+
+
+def test_a_misaligned_async_copy_fails_without_the_sanitizer(async_kernels):
+    with pytest.raises(RuntimeError, match=r"async_misaligned failed in the emulator: memcheck: async_copy<16> from "
+                                           r"global 0x[0-9a-f]+ to shared 0x[0-9a-f]+: not 16-byte aligned by block "
+                                           r"\(0,0,0\) thread \(0,0,0\)"):
+        run_async(async_kernels, "async_misaligned", np.arange(64, dtype=np.float32))
+
+
+def test_src_bytes_outside_the_copy_fails():
+    src = (kernel_dir() / "async_copy.cuh").read_text() + (
+        'extern "C" __global__ void too_many(const float* x, float* y) {\n'
+        '    __shared__ float s[32];\n'
+        '    async_copy<4>(&s[threadIdx.x], x + threadIdx.x, 5);\n'
+        '}\n')
+    m = emulator.EmulatedModule("emulator_src_bytes", src)
+    with pytest.raises(RuntimeError, match=r"memcheck: async_copy<4> with src_bytes=5, outside \[0, 4\] by block "
+                                           r"\(0,0,0\) thread \(0,0,0\)"):
+        m.launch(Launch("emulator_src_bytes", "too_many", (1, 1, 1), (32, 1, 1), 0,
+                        (np.zeros(32, np.float32), np.zeros(32, np.float32))))
 
 
 # ---------------------------------------------------------------- the kernel cache

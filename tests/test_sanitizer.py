@@ -12,11 +12,12 @@ from gpuconv.backends import available_backends
 from gpuconv.backends.cuda import sanitizer
 from gpuconv.backends.cuda.emulator import GuardedNumpy
 from gpuconv.backends.cuda.launch import Launch
+from gpuconv.backends.cuda.sources import inline_includes
 
 EMULATOR_REASON = available_backends()["emulator"]
 pytestmark = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 
-SOURCE = (Path(__file__).parent / "sanitizer_kernels" / "defects.cu").read_text()
+SOURCE = inline_includes(Path(__file__).parent / "sanitizer_kernels" / "defects.cu")  # async_copy.cuh
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +32,15 @@ def aligned(n: int, xp=np) -> np.ndarray:
     return raw[skip:skip + n]
 
 
+# kernels that use dynamic shared memory: its size in bytes
+DYNAMIC_SHARED = {"async_oob_shared": 128, "async_oob_shared_ok": 128}
+
+
 def run(module, kernel, tools=sanitizer.ALL_CHECKS, counters=False, nx=64, ny=32):
     xp = GuardedNumpy()
     x = aligned(nx)
     y = aligned(ny) if counters else xp.empty((ny,), np.float32)  # counters: sectors depend on alignment
-    launch = Launch("sanitizer_defects", kernel, (1, 1, 1), (32, 1, 1), 0, (x, y))
+    launch = Launch("sanitizer_defects", kernel, (1, 1, 1), (32, 1, 1), DYNAMIC_SHARED.get(kernel, 0), (x, y))
     return module.run(launch, tools, xp, counters=counters)
 
 
@@ -58,14 +63,39 @@ DEFECTS = [
     ("divergent_barrier", r"synccheck: threads of block \(0,0,0\) wait at different __syncthreads\(\)"),
     ("shfl_mask_mismatch", r"synccheck: __shfl_down_sync\(mask 0xffffffff\) in warp 0 of block \(0,0,0\): lane 16 "
                            r"\(thread \(16,0,0\)\) is named in the mask but has exited"),
+    # asynchronous copies: the bytes may land at any moment from the issue to the wait that retires them
+    ("missing_wait", r"asynccheck: read of shared array 's' byte offset 0 \(access of 4 bytes\) whose async_copy "
+                     r"\(issued after 0 __syncthreads\(\), commit group 0\) has not been waited for by block "
+                     r"\(0,0,0\) thread \(0,0,0\)"),
+    ("weak_wait", r"asynccheck: read of shared array 's' byte offset 128 \(access of 4 bytes\) whose async_copy "
+                  r"\(issued after 0 __syncthreads\(\), commit group 1\) has not been waited for by block "
+                  r"\(0,0,0\) thread \(0,0,0\)"),
+    ("wait_after_barrier", r"racecheck: read-after-write hazard on shared array 's' byte offset 124 with the async_copy "
+                           r"\(issued after 0 __syncthreads\(\), commit group 0\) of thread \(31,0,0\), in flight "
+                           r"until that thread's async_wait retires it by block \(0,0,0\) thread \(0,0,0\)"),
+    # thread 15 read s[16] in the barrier interval in which thread 16 issues its copy into s[16]
+    ("wait_without_barrier", r"racecheck: write-after-read hazard on shared array 's' byte offset 64 with thread "
+                             r"\(15,0,0\) in the same barrier interval \(an async_copy's write\) by block \(0,0,0\) "
+                             r"thread \(16,0,0\)"),
+    # thread 0's copy landed when it exited, in the barrier interval in which thread 16 reads it
+    ("exit_without_wait", r"racecheck: read-after-write hazard on shared array 's' byte offset 0 with thread "
+                          r"\(0,0,0\) in the same barrier interval by block \(0,0,0\) thread \(16,0,0\)"),
+    # thread 16 reads s[15], which thread 15's refill wrote in the same barrier interval
+    ("stage_overwrite", r"racecheck: read-after-write hazard on shared array 's' byte offset 60 with thread \(15,0,0\) "
+                        r"in the same barrier interval by block \(0,0,0\) thread \(16,0,0\)"),
+    ("async_oob_shared", r"memcheck: out-of-bounds write of dynamic shared memory \(128 bytes\) at byte offset 128, "
+                         r"access of 4 bytes by block \(0,0,0\) thread \(31,0,0\)"),
+    ("async_misaligned", r"memcheck: misaligned read of argument 'x' \(256 bytes\) at byte offset 4, access of 16 "
+                         r"bytes by block \(0,0,0\) thread \(0,0,0\)"),
 ]
+# racecheck alone: with initcheck on, reading a byte its writer has not reached yet is (also correctly) an
+# uninitialised read
+RACECHECK_ONLY = {"missing_barrier", "wait_without_barrier"}
 
 
 @pytest.mark.parametrize("kernel, report", DEFECTS, ids=[d[0] for d in DEFECTS])
 def test_defect_is_reported(module, kernel, report):
-    # racecheck alone for the missing barrier: with initcheck on, the read of a byte its writer has not
-    # reached yet is (also correctly) an uninitialised read
-    tools = ("racecheck",) if kernel == "missing_barrier" else sanitizer.ALL_CHECKS
+    tools = ("racecheck",) if kernel in RACECHECK_ONLY else sanitizer.ALL_CHECKS
     with pytest.raises(RuntimeError, match=rf"kernel {kernel} failed in the emulator: {report}"):
         run(module, kernel, tools)
 
@@ -129,8 +159,11 @@ def test_distinct_bytes_moved(module):
 
 
 def test_tool_selection(module):
-    """A defect of a class not asked for is not reported (the hazard stays silent without racecheck)."""
+    """A defect of a class not asked for is not reported (the hazard stays silent without racecheck, the read
+    of an unwaited copy without asynccheck)."""
     run(module, "missing_barrier", tools=("memcheck",))
+    run(module, "missing_wait", tools=("memcheck", "racecheck", "synccheck"))
+    assert "asynccheck" in sanitizer.parse_tools("all")
     with pytest.raises(ValueError, match=r"GPUCONV_EMULATOR_SANITIZE='memcheck,bogus' is not allowed"):
         sanitizer.parse_tools("memcheck,bogus")
 
@@ -179,3 +212,64 @@ def test_sanitize_command_checks_shipped_kernels(capsys):
     assert "0 report(s)" in out and "conv_depthwise_f32_i32" in out
     with pytest.raises(ValueError, match=r"--tool='memcheck,nope' is not allowed"):
         main(["sanitize", "--tool", "memcheck,nope"])
+
+
+def test_unlanded_copy_bytes_are_unwritten_for_initcheck(module):
+    """Until its wait lands it, an async_copy has written nothing: initcheck alone sees the read of its bytes
+    as uninitialised (asynccheck names the missing wait itself)."""
+    with pytest.raises(RuntimeError, match=r"missing_wait failed in the emulator: initcheck: read of uninitialised "
+                                           r"shared array 's' byte offset 0 .* thread \(0,0,0\)"):
+        run(module, "missing_wait", tools=("initcheck",))
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+@pytest.mark.parametrize("n", [128, 130, 5 * 128 - 2])  # one tile; a zero-filled tail; five tiles, last partial
+def test_pipelines_are_right_and_clean(module, stages, n):
+    """Two- and three-stage cp.async pipelines (wait, barrier, refill, use): exact sums, zero fill included,
+    in the plain emulator (threads in order and shuffled) and with no report under every check."""
+    x = (np.arange(n) % 13 + 1).astype(np.float32)  # small integers: every sum is exact
+    tiles = -(-n // 128)
+    padded = np.zeros(tiles * 128, np.float32)
+    padded[:n] = x
+    expected = padded.reshape(tiles, 32, 4).sum(axis=(0, 2))[::-1]
+    plain = load_plain()
+    for run_it in (lambda launch: module.run(launch, sanitizer.ALL_CHECKS, GuardedNumpy()),
+                   lambda launch: plain.launch(launch),
+                   lambda launch: plain.launch(launch, seed=3, shuffle=True)):
+        y = np.zeros(32, np.float32)
+        run_it(Launch("sanitizer_defects", f"pipeline{stages}", (1, 1, 1), (32, 1, 1), 0, (x, y, np.int32(n))))
+        np.testing.assert_array_equal(y, expected)
+
+
+def test_a_pipeline_without_its_barrier_is_reported(module):
+    """The 3-stage pipeline without the __syncthreads() after its wait: racecheck reports the first read of
+    another thread's copy, and the plain emulator reads stages before their copies land."""
+    n = 5 * 128
+    x = (np.arange(n) % 13 + 1).astype(np.float32)
+    launch = Launch("sanitizer_defects", "pipeline3_no_barrier", (1, 1, 1), (32, 1, 1), 0,
+                    (x, np.zeros(32, np.float32), np.int32(n)))
+    with pytest.raises(RuntimeError, match=r"pipeline3_no_barrier failed in the emulator: racecheck: "
+                                           r"(read-after-write|write-after-read) hazard on shared array 's' byte offset"):
+        module.run(launch, ("racecheck",), GuardedNumpy())
+    load_plain().launch(launch)
+    assert np.isnan(launch.args[1]).any()
+
+
+def test_each_build_keeps_its_own_template_shared_arrays():
+    """A function template's __shared__ array is a vague-linkage object: g++ would make it a process-wide
+    unique symbol, so a sanitized library loaded after the plain build of the same source would use the
+    plain one's array, which the sanitizer does not track (its defects went unreported). Built with
+    -fno-gnu-unique, each library keeps its own."""
+    src = ('template <typename T> __device__ void half_staged(const T* x, T* y) {\n'
+           '    __shared__ T s[32];\n'
+           '    if (threadIdx.x < 16) s[threadIdx.x] = x[threadIdx.x];\n'
+           '    __syncthreads();\n'
+           '    y[threadIdx.x] = s[31 - threadIdx.x];\n}\n'
+           'extern "C" __global__ void half_staged_f(const float* x, float* y) { half_staged<float>(x, y); }\n')
+    from gpuconv.backends.cuda.emulator import EmulatedModule
+    plain = EmulatedModule("sanitizer_unique_arrays", src)
+    launch = Launch("sanitizer_unique_arrays", "half_staged_f", (1, 1, 1), (32, 1, 1), 0,
+                    (np.arange(32, dtype=np.float32), np.zeros(32, np.float32)))
+    plain.launch(launch)
+    with pytest.raises(RuntimeError, match=r"initcheck: read of uninitialised shared array 's' byte offset 124"):
+        sanitizer.SanitizedModule("sanitizer_unique_arrays", src).run(launch, ("initcheck",), GuardedNumpy())

@@ -15,7 +15,11 @@
 //   * warp primitives (__syncwarp, __shfl_sync/_up/_down/_xor, __ballot_sync, __any_sync, __all_sync) as
 //     warp-level barriers: a lane waits until every lane of its mask arrives, and a mask that names a lane
 //     which exits, waits at __syncthreads() or arrives with another mask or primitive is reported
-//     (synccheck), as is a lane missing from its own mask or a shuffle from a lane outside the mask.
+//     (synccheck), as is a lane missing from its own mask or a shuffle from a lane outside the mask;
+//   * asynchronous global -> shared copies (kernels/async_copy.cuh) with cp.async's semantics: each
+//     thread queues its copies, async_commit() closes a group, async_wait<N>() lands every group but the
+//     N most recent committed ones, in issue order. A copy's bytes reach shared memory only then (or when
+//     the thread exits), so a missing or too weak wait reads poisoned or stale shared memory here too.
 // A seedable mode runs the fibers of each phase in a shuffled order, so a missing barrier (a race)
 // shows up as results that change from run to run.
 #pragma once
@@ -73,11 +77,23 @@ struct WarpCall {
     uint64_t result;
 };
 
+// An async_copy issued but not landed yet.
+struct PendingCopy {
+    void* dst;
+    const void* src;
+    int bytes, src_bytes;
+    unsigned group;     // the thread's commit count at the issue: the copy belongs to the next commit
+    unsigned interval;  // the block's barrier interval it was issued in (for reports)
+};
+
 struct Fiber {
     ucontext_t ctx;
     uint3 tid;
     State state;
     WarpCall warp;
+    std::vector<PendingCopy> copies;  // oldest first; those before copies_landed have landed
+    size_t copies_landed;
+    unsigned commits;                 // async_commit() calls so far
 };
 
 struct Runtime {
@@ -88,6 +104,7 @@ struct Runtime {
     std::vector<std::pair<unsigned char*, size_t>> outside_shared;  // function templates' __shared__ arrays
     size_t stack_bytes = 256 * 1024;
     Fiber* current = nullptr;
+    unsigned interval = 0;  // barriers the running block has passed
     void (*body)(void*) = nullptr;
     void* body_arg = nullptr;
     std::string error;
@@ -210,22 +227,25 @@ inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
 
 // ---- asynchronous global -> shared copies (kernels/async_copy.cuh) ----
-// For now the copy lands at the call, as on GPUs before sm_80; commit and wait only count groups.
+// A copy lands (its source is read and its destination written) when the wait that retires its group
+// returns, or when its thread exits (the hardware finishes a copy nobody waited for). The GPU may land
+// it at any moment between the issue and that wait; landing it as late as possible makes a missing or
+// too weak async_wait read shared memory that is still poisoned (NaN) or holds the previous stage.
+// Reading the source late too is equivalent for a correct kernel: one that overwrites the source
+// before the wait gets undefined data on a GPU as well.
 namespace gpuconv_emu {
 
-// False (and the launch's error) for a copy the GPU would fault on or refuse.
-GPUCONV_RUNTIME inline bool async_copy_ok(const void* dst, const void* src, int bytes, int src_bytes) {
-    char msg[200];
-    if (reinterpret_cast<uintptr_t>(dst) % unsigned(bytes) || reinterpret_cast<uintptr_t>(src) % unsigned(bytes)) {
-        std::snprintf(msg, sizeof msg, "async_copy<%d>: shared %p or global %p is not %d-byte aligned", bytes, dst,
-                      src, bytes);
-    } else if (src_bytes < 0 || src_bytes > bytes) {
-        std::snprintf(msg, sizeof msg, "async_copy<%d>: src_bytes=%d is outside [0, %d]", bytes, src_bytes, bytes);
-    } else {
-        return true;
-    }
-    if (rt().error.empty()) rt().error = msg;
-    return false;
+// Ends the calling kernel thread with `what` as the launch's error (the GPU would fault).
+[[noreturn]] GPUCONV_RUNTIME inline void fail_thread(const char* what) {
+    auto& r = rt();
+    Fiber* self = r.current;
+    char msg[320];
+    std::snprintf(msg, sizeof msg, "%s by block (%u,%u,%u) thread (%u,%u,%u)", what, blockIdx.x, blockIdx.y,
+                  blockIdx.z, self->tid.x, self->tid.y, self->tid.z);
+    if (r.error.empty()) r.error = msg;
+    self->state = State::Done;
+    swapcontext(&self->ctx, &r.scheduler);
+    std::abort();  // not reached: the scheduler never resumes a failed thread
 }
 
 template <int B>
@@ -244,16 +264,50 @@ inline void async_copy_chunk(void* dst, const void* src, int src_bytes) {
     *static_cast<CopyChunk<B>*>(dst) = c;
 }
 
-inline void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
-    if (!async_copy_ok(dst, src, bytes, src_bytes)) return;
-    if (bytes == 16) async_copy_chunk<16>(dst, src, src_bytes);
-    else if (bytes == 8) async_copy_chunk<8>(dst, src, src_bytes);
-    else async_copy_chunk<4>(dst, src, src_bytes);
+GPUCONV_RUNTIME inline void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
+    char msg[200];
+    if (src_bytes < 0 || src_bytes > bytes) {
+        std::snprintf(msg, sizeof msg, "memcheck: async_copy<%d> with src_bytes=%d, outside [0, %d]", bytes,
+                      src_bytes, bytes);
+        fail_thread(msg);
+    }
+    gpuconv_san::async_issue(dst, src, unsigned(bytes), unsigned(src_bytes));
+    // what the sanitizer does not track (or checks with memcheck off) must still fail as on the GPU
+    if (reinterpret_cast<uintptr_t>(dst) % unsigned(bytes) || reinterpret_cast<uintptr_t>(src) % unsigned(bytes)) {
+        std::snprintf(msg, sizeof msg, "memcheck: async_copy<%d> from global %p to shared %p: not %d-byte aligned",
+                      bytes, src, dst, bytes);
+        fail_thread(msg);
+    }
+    auto& r = rt();
+    Fiber* self = r.current;
+    const bool checking = gpuconv_san::pause();  // a reallocation is the runtime's, not the kernel's, access
+    self->copies.push_back(PendingCopy{dst, src, bytes, src_bytes, self->commits, r.interval});
+    gpuconv_san::resume(checking);
 }
 
-GPUCONV_RUNTIME inline void async_commit() {}
+// Lands the calling thread's oldest pending copies: all of them when keep < 0, else all but those of
+// the `keep` most recent committed groups (and the uncommitted ones).
+GPUCONV_RUNTIME inline void async_land(int keep) {
+    Fiber* self = rt().current;
+    auto& q = self->copies;
+    while (self->copies_landed < q.size()) {
+        const PendingCopy c = q[self->copies_landed];
+        if (keep >= 0 && uint64_t(c.group) + unsigned(keep) >= self->commits) break;
+        ++self->copies_landed;
+        gpuconv_san::async_landing(c.dst, unsigned(c.bytes));
+        if (c.bytes == 16) async_copy_chunk<16>(c.dst, c.src, c.src_bytes);
+        else if (c.bytes == 8) async_copy_chunk<8>(c.dst, c.src, c.src_bytes);
+        else async_copy_chunk<4>(c.dst, c.src, c.src_bytes);
+    }
+    if (self->copies_landed == q.size()) {
+        q.clear();
+        self->copies_landed = 0;
+    }
+}
 
-GPUCONV_RUNTIME inline void async_wait(int) {}
+GPUCONV_RUNTIME inline void async_commit() { ++rt().current->commits; }
+
+GPUCONV_RUNTIME inline void async_wait(int n) { async_land(n); }
 
 }  // namespace gpuconv_emu
 
@@ -264,6 +318,7 @@ GPUCONV_RUNTIME inline void fiber_entry(unsigned lo, unsigned hi) {
     auto& r = rt();
     threadIdx = f->tid;
     r.body(r.body_arg);
+    async_land(-1);  // copies nobody waited for still land (the GPU finishes them)
     f->state = State::Done;
     // returning resumes uc_link (the scheduler)
 }
@@ -351,6 +406,9 @@ GPUCONV_RUNTIME inline bool run_block(uint64_t& rng, bool shuffle) {
         Fiber& f = r.fibers[t];
         f.tid = make_uint3(t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y));
         f.state = State::Runnable;
+        f.copies.clear();  // a failed launch may have left some
+        f.copies_landed = 0;
+        f.commits = 0;
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = r.stacks.data() + size_t(t) * r.stack_bytes;
         f.ctx.uc_stack.ss_size = r.stack_bytes;
@@ -360,6 +418,7 @@ GPUCONV_RUNTIME inline bool run_block(uint64_t& rng, bool shuffle) {
                     unsigned(p >> 32));
         order[t] = t;
     }
+    r.interval = 0;
     gpuconv_san::block_begin();
     char msg_buffer[320];
     for (;;) {
@@ -399,6 +458,7 @@ GPUCONV_RUNTIME inline bool run_block(uint64_t& rng, bool shuffle) {
             r.error = msg_buffer;
             return false;
         }
+        ++r.interval;
         for (unsigned t = 0; t < nthreads; ++t) r.fibers[t].state = State::Runnable;
     }
 }

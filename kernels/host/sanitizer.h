@@ -1,4 +1,5 @@
-// sanitizer.h -- the emulator's checks (memcheck, racecheck, initcheck, synccheck) and memory counters.
+// sanitizer.h -- the emulator's checks (memcheck, racecheck, initcheck, synccheck, asynccheck) and memory
+// counters.
 //
 // Included by cuda_host.h. Without GPUCONV_SANITIZE every hook below is an empty inline function and
 // the emulator is unchanged. With it (gpuconv/backends/cuda/sanitizer.py builds that variant), the
@@ -13,13 +14,24 @@
 // guard bytes around it, its shadow of written bytes when it is an output/workspace buffer) and the
 // static __shared__ arrays by name. Accesses elsewhere (fiber stacks, the runtime's own variables) find
 // no region and are ignored. The first defect found ends the launch: its report is the launch error.
+//
+// Asynchronous copies (kernels/async_copy.cuh): the runtime lands a copy when its wait retires it, but on
+// a GPU its write may land at any moment from the issue to that wait. So the copy's bytes are marked
+// pending (by the issuing thread) from the issue: memcheck checks the copy's source and destination at the
+// issue; any access by another thread to pending bytes, or an issue onto bytes another thread accessed in
+// the same barrier interval, is a racecheck hazard; the issuing thread's own access to them is an
+// asynccheck report (a missing or too weak async_wait). At landing the mark goes and the copy's read and
+// write are checked as ordinary accesses of the issuing thread (initcheck: its bytes are written then; a
+// read by another thread in the same barrier interval is an ordinary hazard: no barrier after the wait).
 #pragma once
 
 #include <unordered_map>
 
 namespace gpuconv_san {
 
-enum Tool : unsigned { MEMCHECK = 1, RACECHECK = 2, INITCHECK = 4, SYNCCHECK = 8, COUNTERS = 16 };
+enum Tool : unsigned { MEMCHECK = 1, RACECHECK = 2, INITCHECK = 4, SYNCCHECK = 8, COUNTERS = 16, ASYNCCHECK = 32 };
+// What check_access is told an access is: an async_copy's issue or landing is handled apart.
+enum How : int { PLAIN, ATOMIC, ASYNC_ISSUE, ASYNC_LANDING };
 // SHARED_OUTSIDE: a __shared__ array in a function template. g++ ignores the section attribute of a
 // template's static locals (they go to .bss as COMDAT objects), so Python finds them in the symbol
 // table (a static local of a kernel function can only be __shared__) and passes their address.
@@ -52,11 +64,15 @@ struct Region {
     const char* name;
 };
 
-// Per byte of shared memory: the last writer and reader and the phase (barrier interval) they acted in.
+// Per byte of shared memory: the last writer and reader and the phase (barrier interval) they acted in,
+// and the thread (+ 1; 0: none) whose async_copy into it has not landed yet. Threads of a block (at most
+// 1024) fit 16 bits, which keeps the record 16 bytes: a 4-byte access reads one cache line of shadow.
 struct SharedShadow {
-    uint32_t w_phase, writer, r_phase, reader;  // reader = kManyReaders when several threads read
+    uint32_t w_phase, r_phase;
+    uint16_t writer, reader;  // reader = kManyReaders when several threads read
+    uint16_t pending, unused;
 };
-constexpr uint32_t kManyReaders = 0xFFFFFFFFu;
+constexpr uint32_t kManyReaders = 0xFFFFu;
 
 // Counters of one launch (COUNTERS): the hardware's view of memory traffic.
 struct Counters {
@@ -75,6 +91,7 @@ struct State {
     std::vector<SharedShadow> static_shadow, dyn_shadow;
     std::vector<std::vector<SharedShadow>> outside_shadow;  // per region (SHARED_OUTSIDE)
     uint32_t phase = 1, block_first_phase = 1;
+    uint64_t copies_in_flight = 0;                    // async_copies into shared memory not landed yet
     std::vector<const void*> barrier_site;            // per thread: the __syncthreads() it waits at
     // COUNTERS: per access instruction (its return address) and warp, each lane's execution count,
     // and per (instruction, warp, n-th execution) the addresses the lanes touched.
@@ -100,12 +117,16 @@ inline void block_end() {}
 inline void at_barrier(const void*) {}
 inline void atomic_access(const void*, unsigned) {}
 inline void shared_layout(unsigned char*, size_t) {}
+inline bool pause() { return false; }
+inline void resume(bool) {}
+inline void async_issue(const void*, const void*, unsigned, unsigned) {}
+inline void async_landing(const void*, unsigned) {}
 #else
 GPUCONV_SAN_FN void shared_layout(unsigned char* dyn, size_t bytes) {
     State& s = st();
     s.dyn_lo = uintptr_t(dyn);
     s.dyn_size = bytes;
-    s.dyn_shadow.assign(bytes, SharedShadow{0, 0, 0, 0});
+    s.dyn_shadow.assign(bytes, SharedShadow{});
 }
 
 inline unsigned current_thread() { return unsigned(gpuconv_emu::rt().current - gpuconv_emu::rt().fibers.data()); }
@@ -143,6 +164,9 @@ GPUCONV_SAN_FN void block_begin() {
 
 GPUCONV_SAN_FN void enter(unsigned) { st().active = true; }
 GPUCONV_SAN_FN void leave() { st().active = false; }
+// The runtime's own heap work inside a kernel thread (a queue growing) is not the kernel's access.
+GPUCONV_SAN_FN bool pause() { const bool was = st().active; st().active = false; return was; }
+GPUCONV_SAN_FN void resume(bool was) { st().active = was; }
 GPUCONV_SAN_FN void at_barrier(const void* site) { st().barrier_site[current_thread()] = site; }
 
 // All threads wait at a barrier: synccheck that it is the same one; a new phase starts.
@@ -213,29 +237,87 @@ GPUCONV_SAN_FN std::string describe(const Region& g, intptr_t off, unsigned size
     return b;
 }
 
+// Reports a hazard found by interval_race (out of line: the check itself runs on every byte accessed).
+GPUCONV_SAN_FN void report_interval_race(const char* hazard, uint32_t other, const char* space, uintptr_t off,
+                                         const char* what) {
+    char m[280];
+    std::snprintf(m, sizeof m, "%s hazard on %s byte offset %llu with %s in the same barrier interval%s", hazard,
+                  space, (unsigned long long)off,
+                  other == kManyReaders ? "several other threads" : thread_name(other).c_str(), what);
+    fail("racecheck", m);
+}
+
+// Racecheck of one byte against the other threads' accesses in the current barrier interval.
+inline void interval_race(const SharedShadow& b, bool write, uint32_t t, const char* space, uintptr_t off,
+                          const char* what) {
+    State& s = st();
+    if (!(s.tools & RACECHECK)) return;
+    if (b.w_phase == s.phase && b.writer != t)
+        report_interval_race(write ? "write-after-write" : "read-after-write", b.writer, space, off, what);
+    if (write && b.r_phase == s.phase && b.reader != t)
+        report_interval_race("write-after-read", b.reader, space, off, what);
+}
+
 inline void shared_race(SharedShadow* sh, unsigned size, bool write, uint32_t t, const char* space,
                         uintptr_t off) {
     State& s = st();
     for (unsigned i = 0; i < size; ++i) {
         SharedShadow& b = sh[i];
-        const char* hazard = nullptr;
-        uint32_t other = 0;
-        if (b.w_phase == s.phase && b.writer != t) { hazard = write ? "write-after-write" : "read-after-write"; other = b.writer; }
-        else if (write && b.r_phase == s.phase && b.reader != t) {
-            hazard = "write-after-read";
-            other = b.reader;
+        interval_race(b, write, t, space, off + i, "");
+        if (write) { b.w_phase = s.phase; b.writer = uint16_t(t); }
+        else if (b.r_phase == s.phase && b.reader != t) b.reader = uint16_t(kManyReaders);
+        else { b.r_phase = s.phase; b.reader = uint16_t(t); }
+    }
+}
+
+// The pending async_copy of thread `owner` that covers address a, described for a report.
+GPUCONV_SAN_FN std::string pending_copy(uint32_t owner, uintptr_t a) {
+    const auto& f = gpuconv_emu::rt().fibers[owner];
+    for (size_t i = f.copies_landed; i < f.copies.size(); ++i) {
+        const auto& c = f.copies[i];
+        if (a - uintptr_t(c.dst) < unsigned(c.bytes)) {
+            char b[120];
+            if (c.group < f.commits)
+                std::snprintf(b, sizeof b, "async_copy (issued after %u __syncthreads(), commit group %u)", c.interval,
+                              c.group);
+            else
+                std::snprintf(b, sizeof b, "async_copy (issued after %u __syncthreads(), not committed yet)", c.interval);
+            return b;
         }
-        if (hazard && (s.tools & RACECHECK)) {
-            char m[240];
-            std::snprintf(m, sizeof m, "%s hazard on %s byte offset %llu with %s in the same barrier interval",
-                          hazard, space, (unsigned long long)(off + i),
-                          other == kManyReaders ? "several other threads" : thread_name(other).c_str());
+    }
+    return "async_copy";
+}
+
+// An access (or a new async_copy: `verb`) of the running thread t meets bytes an async_copy may still be
+// writing: its own copy's (asynccheck) or another thread's (racecheck).
+inline void pending_race(const SharedShadow* sh, unsigned size, const char* verb, bool write, uint32_t t,
+                         const char* space, uintptr_t off, uintptr_t a) {
+    State& s = st();
+    for (unsigned i = 0; i < size; ++i) {
+        if (sh[i].pending == 0) continue;
+        const uint32_t owner = sh[i].pending - 1;
+        char m[400];
+        if (owner == t && (s.tools & ASYNCCHECK)) {
+            std::snprintf(m, sizeof m, "%s of %s byte offset %llu (access of %u bytes) whose %s has not been waited "
+                          "for", verb, space, (unsigned long long)(off + i), size, pending_copy(owner, a + i).c_str());
+            fail("asynccheck", m);
+        }
+        if (owner != t && (s.tools & RACECHECK)) {
+            std::snprintf(m, sizeof m, "%s hazard on %s byte offset %llu with the %s of %s, in flight until that "
+                          "thread's async_wait retires it", write ? "write-after-write" : "read-after-write", space,
+                          (unsigned long long)(off + i), pending_copy(owner, a + i).c_str(), thread_name(owner).c_str());
             fail("racecheck", m);
         }
-        if (write) { b.w_phase = s.phase; b.writer = t; }
-        else if (b.r_phase == s.phase && b.reader != t) b.reader = kManyReaders;
-        else { b.r_phase = s.phase; b.reader = t; }
     }
+}
+
+// An async_copy of `size` bytes into shared memory issued by thread t: checked against the accesses and
+// pending copies it may overlap with, then marked pending until it lands.
+inline void async_issue_shared(SharedShadow* sh, unsigned size, uint32_t t, const char* space, uintptr_t off,
+                               uintptr_t a) {
+    pending_race(sh, size, "async_copy into", true, t, space, off, a);
+    for (unsigned i = 0; i < size; ++i) interval_race(sh[i], true, t, space, off + i, " (an async_copy's write)");
+    for (unsigned i = 0; i < size; ++i) sh[i].pending = uint16_t(t + 1);
 }
 
 inline void shared_init(const SharedShadow* sh, unsigned size, const char* space, uintptr_t off) {
@@ -250,20 +332,24 @@ inline void shared_init(const SharedShadow* sh, unsigned size, const char* space
 }
 
 // One memory access of `size` bytes at `p` by the running kernel thread. align: the width to check
-// alignment at (0: unknown, bounds only). atomic: no race is recorded.
-GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsigned align, const void* pc, bool atomic);
+// alignment at (0: unknown, bounds only). how: ATOMIC records no race; ASYNC_ISSUE and ASYNC_LANDING are
+// an async_copy's source or destination at its issue (memcheck; the destination marked pending) and its
+// destination just before it lands (the mark cleared; the landing itself is an ordinary access).
+GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsigned align, const void* pc, How how);
 
 // The checks call library code (std::string, hash maps) that is itself instrumented: inactive meanwhile.
-GPUCONV_SAN_FN void access(const void* p, unsigned size, bool write, unsigned align, const void* pc, bool atomic) {
+GPUCONV_SAN_FN void access(const void* p, unsigned size, bool write, unsigned align, const void* pc,
+                          How how = PLAIN) {
     State& s = st();
     if (!s.active) return;
     s.active = false;
-    check_access(p, size, write, align, pc, atomic);
+    check_access(p, size, write, align, pc, how);
     s.active = true;
 }
 
-GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsigned align, const void* pc, bool atomic) {
+GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsigned align, const void* pc, How how) {
     State& s = st();
+    const bool atomic = how == ATOMIC;
     const uintptr_t a = uintptr_t(p);
     auto& r = gpuconv_emu::rt();
     if (a - uintptr_t(r.stacks.data()) < r.stacks.size()) return;  // a thread's locals
@@ -318,6 +404,18 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
         if ((s.tools & MEMCHECK) && misaligned)
             fail("memcheck", "misaligned " + std::to_string(size) + "-byte " + (write ? "write" : "read") + " of " + space +
                  " at byte offset " + std::to_string(off));
+        if (how == ASYNC_ISSUE) {
+            if (write) async_issue_shared(shadow, size, t, space.c_str(), off, a);
+            s.copies_in_flight += write;
+            return;
+        }
+        if (how == ASYNC_LANDING) {
+            for (unsigned i = 0; i < size; ++i)
+                if (shadow[i].pending == t + 1) shadow[i].pending = 0;
+            --s.copies_in_flight;
+            return;
+        }
+        if (s.copies_in_flight) pending_race(shadow, size, write ? "write" : "read", write, t, space.c_str(), off, a);
         if ((s.tools & INITCHECK) && !write && !atomic) shared_init(shadow, size, space.c_str(), off);
         if (!atomic) shared_race(shadow, size, write, t, space.c_str(), off);
         else  // an atomic initialises but takes part in no hazard
@@ -345,6 +443,7 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
         fail("memcheck", std::string("misaligned ") + (write ? "write" : "read") + " of " + describe(*hit, intptr_t(off), size));
     if ((s.tools & MEMCHECK) && write && hit->kind == GLOBAL_IN)
         fail("memcheck", "write to read-only (const) " + describe(*hit, intptr_t(off), size));
+    if (how == ASYNC_ISSUE || how == ASYNC_LANDING) return;  // the source is read when the copy lands
     if (hit->written != nullptr) {
         if (write) std::memset(hit->written + off, 1, size);
         else if (s.tools & INITCHECK)
@@ -377,7 +476,19 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
 }
 
 GPUCONV_SAN_FN void atomic_access(const void* p, unsigned size) {
-    access(p, size, true, size, __builtin_return_address(0), true);
+    access(p, size, true, size, __builtin_return_address(0), ATOMIC);
+}
+
+// async_copy<bytes>(dst, src, src_bytes) is issued: src_bytes = 0 reads nothing.
+GPUCONV_SAN_FN void async_issue(const void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
+    const void* pc = __builtin_return_address(0);
+    if (src_bytes > 0) access(src, src_bytes, false, bytes, pc, ASYNC_ISSUE);
+    access(dst, bytes, true, bytes, pc, ASYNC_ISSUE);
+}
+
+// The running thread's copy into dst is about to land.
+GPUCONV_SAN_FN void async_landing(const void* dst, unsigned bytes) {
+    access(dst, bytes, true, 0, __builtin_return_address(0), ASYNC_LANDING);
 }
 #endif
 
@@ -391,17 +502,17 @@ __attribute__((no_sanitize("thread"))) void __tsan_func_entry(void*) {}
 __attribute__((no_sanitize("thread"))) void __tsan_func_exit(void*) {}
 #define GPUCONV_SAN_HOOKS(n)                                                                          \
     __attribute__((no_sanitize("thread"))) void __tsan_read##n(void* p) {                             \
-        gpuconv_san::access(p, n, false, n, __builtin_return_address(0), false); }                   \
+        gpuconv_san::access(p, n, false, n, __builtin_return_address(0)); }                           \
     __attribute__((no_sanitize("thread"))) void __tsan_write##n(void* p) {                            \
-        gpuconv_san::access(p, n, true, n, __builtin_return_address(0), false); }                    \
+        gpuconv_san::access(p, n, true, n, __builtin_return_address(0)); }                            \
     __attribute__((no_sanitize("thread"))) void __tsan_unaligned_read##n(void* p) {                   \
-        gpuconv_san::access(p, n, false, 0, __builtin_return_address(0), false); }                   \
+        gpuconv_san::access(p, n, false, 0, __builtin_return_address(0)); }                           \
     __attribute__((no_sanitize("thread"))) void __tsan_unaligned_write##n(void* p) {                  \
-        gpuconv_san::access(p, n, true, 0, __builtin_return_address(0), false); }                    \
+        gpuconv_san::access(p, n, true, 0, __builtin_return_address(0)); }                            \
     __attribute__((no_sanitize("thread"))) void __tsan_volatile_read##n(void* p) {                    \
-        gpuconv_san::access(p, n, false, n, __builtin_return_address(0), false); }                   \
+        gpuconv_san::access(p, n, false, n, __builtin_return_address(0)); }                           \
     __attribute__((no_sanitize("thread"))) void __tsan_volatile_write##n(void* p) {                   \
-        gpuconv_san::access(p, n, true, n, __builtin_return_address(0), false); }
+        gpuconv_san::access(p, n, true, n, __builtin_return_address(0)); }
 GPUCONV_SAN_HOOKS(1)
 GPUCONV_SAN_HOOKS(2)
 GPUCONV_SAN_HOOKS(4)
@@ -414,10 +525,10 @@ __attribute__((no_sanitize("thread"))) unsigned char __tsan_atomic8_load(const v
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 __attribute__((no_sanitize("thread"))) void __tsan_read_range(void* p, unsigned long n) {
-    gpuconv_san::access(p, unsigned(n), false, 0, __builtin_return_address(0), false);
+    gpuconv_san::access(p, unsigned(n), false, 0, __builtin_return_address(0));
 }
 __attribute__((no_sanitize("thread"))) void __tsan_write_range(void* p, unsigned long n) {
-    gpuconv_san::access(p, unsigned(n), true, 0, __builtin_return_address(0), false);
+    gpuconv_san::access(p, unsigned(n), true, 0, __builtin_return_address(0));
 }
 
 // Called by Python before a launch: which checks, the pointer arguments and static shared arrays
@@ -437,11 +548,12 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, co
             s.touched[size_t(i)].assign(regions[i].size, 0);
     s.outside_shadow.assign(size_t(n), {});
     for (int i = 0; i < n; ++i)
-        if (regions[i].kind == SHARED_OUTSIDE) s.outside_shadow[size_t(i)].assign(regions[i].size, SharedShadow{0, 0, 0, 0});
+        if (regions[i].kind == SHARED_OUTSIDE) s.outside_shadow[size_t(i)].assign(regions[i].size, SharedShadow{});
     s.static_lo = uintptr_t(__start_gpuconv_shared);
     s.static_hi = uintptr_t(__stop_gpuconv_shared);
-    s.static_shadow.assign(s.static_hi - s.static_lo, SharedShadow{0, 0, 0, 0});
+    s.static_shadow.assign(s.static_hi - s.static_lo, SharedShadow{});
     s.counters = Counters{};
+    s.copies_in_flight = 0;
     s.requests.clear();
     s.executions.clear();
     s.pc_ids.clear();

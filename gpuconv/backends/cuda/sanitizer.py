@@ -2,17 +2,21 @@
 instrumentation, whose hooks kernels/host/sanitizer.h defines (no libtsan), so that every memory
 access of a kernel thread is checked and counted. See sanitizer.h for how.
 
-Tools (GPUCONV_EMULATOR_SANITIZE=memcheck,racecheck,initcheck,synccheck, or "all"):
-  memcheck   out-of-bounds and misaligned global and shared accesses, writes to const arguments;
+Tools (GPUCONV_EMULATOR_SANITIZE=memcheck,racecheck,initcheck,synccheck,asynccheck, or "all"):
+  memcheck   out-of-bounds and misaligned global and shared accesses (async_copy's source and
+             destination at its issue), writes to const arguments;
   racecheck  shared-memory hazards between threads of a block within one barrier interval, and two
-             threads of a launch writing the same global byte (atomics excepted);
-  initcheck  reads of shared memory no thread of the block wrote, and of output/workspace bytes
-             (arrays the emulator allocated) that no launch wrote;
+             threads of a launch writing the same global byte (atomics excepted); an async_copy writes
+             its bytes at any moment from its issue to the async_wait that retires it, so another
+             thread's access to them in that window is a hazard too;
+  initcheck  reads of shared memory no thread of the block wrote (a landed async_copy writes), and of
+             output/workspace bytes (arrays the emulator allocated) that no launch wrote;
   synccheck  a __syncthreads() not reached by every thread of the block, or threads waiting at
              different ones; a warp primitive (__syncwarp, __shfl_*_sync, __ballot/any/all_sync)
              whose mask names a lane that exits, waits elsewhere or brings another mask, a lane
              missing from its own mask, a shuffle reading a lane outside the mask. The warp-level
-             checks (cuda_host.h) and the partial-barrier check hold in the plain emulator too.
+             checks (cuda_host.h) and the partial-barrier check hold in the plain emulator too;
+  asynccheck a thread's access to bytes of its own async_copy that no async_wait has retired yet.
 Racecheck orders shared-memory accesses by __syncthreads() only: a warp-synchronous exchange through
 shared memory ordered by __syncwarp() is reported (use shuffles, or a block barrier).
 A report ends the launch with a RuntimeError: "kernel K failed in the emulator: <tool>: ... by block
@@ -35,7 +39,7 @@ from .shared_symbols import static_shared_arrays
 from .launch import Launch
 from .sources import load_source
 
-TOOLS = {"memcheck": 1, "racecheck": 2, "initcheck": 4, "synccheck": 8}
+TOOLS = {"memcheck": 1, "racecheck": 2, "initcheck": 4, "synccheck": 8, "asynccheck": 32}
 COUNTERS = 16
 ALL_CHECKS = tuple(TOOLS)
 GLOBAL_IN, GLOBAL_OUT, SHARED_STATIC, IGNORED, SHARED_OUTSIDE = 0, 1, 2, 3, 4
