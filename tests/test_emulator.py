@@ -392,3 +392,14 @@ def test_two_builds_of_one_kernel_file_keep_their_own_shared_arrays():
                    dict(GEMM_BM=64, GEMM_BN=128, GEMM_BK=16, GEMM_TM=4, GEMM_TN=8)):
         np.testing.assert_array_equal(be.run(p, x, w, gemm.configured(**macros)), gpuconv.conv2d_reference(x, w, p),
                                       err_msg=str(macros))
+
+
+def test_gnu_unique_flag_is_dropped_for_clang(tmp_path):
+    """-fno-gnu-unique is g++'s; clang++ (found as c++ or clang++) rejects it, so it is left out there."""
+    from gpuconv.backends.cuda.emulator_build import compiler_flags
+    for name, version in (("fake-clang", "Ubuntu clang version 18.1.3"), ("fake-gcc", "g++ (Debian 12.2.0-14) 12.2.0")):
+        fake = tmp_path / name
+        fake.write_text(f"#!/bin/sh\necho '{version}'\n")
+        fake.chmod(0o755)
+        flags = compiler_flags(str(fake), ("-O2", "-fno-gnu-unique"))
+        assert flags == (["-O2"] if "clang" in version else ["-O2", "-fno-gnu-unique"])

@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from .backend import CudaBackend
-from .emulator_build import build_library, cache_dir, find_compiler, is_intact
+from .emulator_build import build_library, compiler_flags, cache_dir, find_compiler, is_intact
 from .emulator_build import compiler  # noqa: F401  (re-exported: `gpuconv info` reports it)
 from .launch import Launch
 from .shared_symbols import static_shared_arrays
@@ -39,6 +39,7 @@ _LAUNCH_LOCK = threading.Lock()
 # -fno-gnu-unique: g++ would give a template function's static (__shared__) arrays STB_GNU_UNIQUE binding,
 # one copy per process across all loaded libraries, so two builds of a file with different tile macros
 # would share the first one's arrays.
+# clang++ has no such binding and rejects the flag (compiler_flags drops it there).
 CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing", "-fno-gnu-unique")
 # A launch runs its grid in slices of about this many seconds, returning to Python between them: the
 # interpreter runs signal handlers only there, so this bounds how late Ctrl-C arrives.
@@ -76,9 +77,10 @@ class EmulatedModule:
         if cxx is None:
             raise RuntimeError(f"the emulator backend needs a C++ compiler: {why_not}")
         self.entries = parse_entries(source)
-        runtime = "".join((kernel_dir() / "host" / h).read_text() for h in ("cuda_host.h", "sanitizer.h"))
+        # every runtime header: cuda_host.h includes the others, and a change to any must rebuild
+        runtime = "".join(h.read_text() for h in sorted((kernel_dir() / "host").glob("*.h")))
         includes = cuda_include_dirs()
-        flags = list(CXX_FLAGS) + list(self.variant_flags) + [f"-D{k}={v}" for k, v in defines]
+        flags = compiler_flags(cxx, CXX_FLAGS) + list(self.variant_flags) + [f"-D{k}={v}" for k, v in defines]
         key = source_hash(source, runtime, " ".join(flags + list(self.link_flags)), cxx, *includes)
         self.path = cache_dir() / f"{file}{self.variant}-{key}.so"
         if not is_intact(self.path):  # missing, or damaged since it was built: loading it could SIGBUS
@@ -146,7 +148,7 @@ def shuffle_seed() -> Optional[int]:
 
 
 class GuardedNumpy:
-    """NumPy, except that `empty` surrounds every array with guard bytes that are checked after each
+    """NumPy, except that `empty` (and `zeros`) surrounds every array with guard bytes that are checked after each
     launch: a kernel writing outside an output or workspace array fails loudly here, where on a GPU it
     would silently corrupt a neighbour.
 
@@ -168,6 +170,11 @@ class GuardedNumpy:
         buf = np.full(nbytes + 2 * self.GUARD, self.PATTERN, np.uint8)
         self._buffers[id(buf)] = buf
         return buf[self.GUARD:self.GUARD + nbytes].view(dtype).reshape(shape)
+
+    def zeros(self, shape, dtype):
+        a = self.empty(shape, dtype)
+        a[...] = 0
+        return a
 
     def guarded_buffer(self, a: np.ndarray) -> Optional[np.ndarray]:
         """The guarded buffer `a` is a view of, or None when `empty` did not allocate it."""

@@ -9,6 +9,7 @@ bytes do not match it (truncated: dlopen would SIGBUS; empty or garbage: dlopen 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -36,6 +37,21 @@ def find_compiler() -> tuple[Optional[str], Optional[str]]:
         if found is not None:
             return found, None
     return None, "no C++ compiler (g++, c++ or clang++) on PATH; set GPUCONV_CXX to one"
+
+
+@functools.lru_cache(maxsize=None)
+def is_clang(cxx: str) -> bool:
+    """Whether `cxx` is clang (also behind the names c++ or g++ on some systems), from its --version."""
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=compiler_timeout()).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "clang" in out.lower()
+
+
+def compiler_flags(cxx: str, flags) -> list[str]:
+    """`flags` as `cxx` takes them: clang has no STB_GNU_UNIQUE binding and rejects -fno-gnu-unique."""
+    return [f for f in flags if not (f == "-fno-gnu-unique" and is_clang(cxx))]
 
 
 def compiler() -> Optional[str]:
