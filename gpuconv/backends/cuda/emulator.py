@@ -160,6 +160,7 @@ class GuardedNumpy:
 
     def __init__(self):
         self._buffers: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+        self._host_written: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 
     def __getattr__(self, name):
         return getattr(np, name)
@@ -172,9 +173,15 @@ class GuardedNumpy:
         return buf[self.GUARD:self.GUARD + nbytes].view(dtype).reshape(shape)
 
     def zeros(self, shape, dtype):
+        """A guarded array the host has written (zeros): the sanitizer's initcheck counts it as written."""
         a = self.empty(shape, dtype)
         a[...] = 0
+        root = self.guarded_buffer(a)
+        self._host_written[id(root)] = root
         return a
+
+    def host_written(self, root: np.ndarray) -> bool:
+        return self._host_written.get(id(root)) is root
 
     def guarded_buffer(self, a: np.ndarray) -> Optional[np.ndarray]:
         """The guarded buffer `a` is a view of, or None when `empty` did not allocate it."""

@@ -108,11 +108,11 @@ _WRITTEN: dict[int, np.ndarray] = {}
 _WRITTEN_LOCK = threading.Lock()
 
 
-def written_shadow(root: np.ndarray) -> np.ndarray:
+def written_shadow(root: np.ndarray, host_written: bool = False) -> np.ndarray:
     with _WRITTEN_LOCK:
         shadow = _WRITTEN.get(id(root))
         if shadow is None:
-            shadow = np.zeros(root.nbytes, np.uint8)
+            shadow = (np.ones if host_written else np.zeros)(root.nbytes, np.uint8)
             _WRITTEN[id(root)] = shadow
             weakref.finalize(root, _WRITTEN.pop, id(root), None)
         return shadow
@@ -167,7 +167,7 @@ class SanitizedModule(EmulatedModule):
                 if root is not None:
                     before = base - root.ctypes.data
                     after = root.ctypes.data + root.nbytes - base - size
-                    shadow = written_shadow(root)
+                    shadow = written_shadow(root, self.xp.host_written(root))
                     written = shadow.ctypes.data + before
                     keep.append(shadow)
                 regions.append((base, size, before, after, written, GLOBAL_IN if const else GLOBAL_OUT, name))
