@@ -227,17 +227,20 @@ class Im2colGemm(GemmLaunches):
             self.backend.launch(self.gemm_launch(p, a, w, out, rows, a_strides, m0, bits))
 
 
-# implicit_gemm.cu's tile configurations (its macros without the IGEMM_ prefix): 128x128 block tiles of
-# 8x8 register tiles for large problems, 64x64 for small M (4x the blocks), 128x32 for few output
-# channels per group. Stages: as many (up to STAGES) as the device's shared memory allows: 128x128 with
-# BK=16 takes 18 KiB per float stage (4 stages: 72 KiB with the opt-in; 2 within the portable 48 KiB).
+# implicit_gemm.cu's tile configurations (its macros without the IGEMM_ prefix): 128xBN block tiles of
+# 8x8 register tiles, BN = 128 or 64 by the output channels per group (a wider tile would multiply
+# zeros); 128x32 (8x4 register tiles) for at most 32; 64x64 (8x4) where the others leave a large GPU
+# idle; 128x128 with BK=8 as the autotuner's alternative. Stages: as many (up to STAGES) as the
+# device's shared memory allows: 128x128 with BK=16 takes 18 KiB per float stage (4 stages: 72 KiB
+# with the opt-in; 2 within the portable 48 KiB).
 IGEMM_TILES = {
     "128x128": dict(BM=128, BN=128, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=4),
-    "128x128k8": dict(BM=128, BN=128, BK=8, WM=32, WN=64, TM=8, TN=8, STAGES=4),
-    "64x64": dict(BM=64, BN=64, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "128x64": dict(BM=128, BN=64, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=4),
     "128x32": dict(BM=128, BN=32, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "64x64": dict(BM=64, BN=64, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "128x128k8": dict(BM=128, BN=128, BK=8, WM=32, WN=64, TM=8, TN=8, STAGES=4),
 }
-# Blocks that fill a large GPU once (132 SMs on an H100 SXM, one 128x128 block each): fewer 128x128
+# Blocks that fill a large GPU once (132 SMs on an H100 SXM, one 128x128 block each): fewer 128xBN
 # blocks than this take 64x64 tiles, and fewer than half of it split the reduction.
 IGEMM_FILL_BLOCKS = 132
 IGEMM_MAX_SPLIT = 16
@@ -339,8 +342,9 @@ class ImplicitGemm(CudaAlgorithm):
     def rule(self, p: ConvProblem) -> tuple[str, int]:
         """The documented choice without tuning: tiles by the problem's shape, then a split of the
         reduction when even those tiles leave most of a large GPU idle."""
-        large = ImplicitGemm(self.backend, "128x128")
-        tiles = "128x32" if p.KG <= 32 else "128x128" if large.blocks(p) >= IGEMM_FILL_BLOCKS else "64x64"
+        tiles = "128x32" if p.KG <= 32 else "128x64" if p.KG <= 64 else "128x128"
+        if tiles != "128x32" and ImplicitGemm(self.backend, tiles).blocks(p) < IGEMM_FILL_BLOCKS:
+            tiles = "64x64"
         blocks = ImplicitGemm(self.backend, tiles).blocks(p)
         tiles_r = ImplicitGemm(self.backend, tiles).reduction_tiles(p)
         split = 1
@@ -351,8 +355,9 @@ class ImplicitGemm(CudaAlgorithm):
 
     def variants_or_reason(self, p: ConvProblem) -> tuple[list["ImplicitGemm"], Optional[str]]:
         tiles, split = self.rule(p)
-        order = [(tiles, split)] + [(t, 1) for t in IGEMM_TILES if (t, 1) != (tiles, split)]
+        order = [(tiles, split), (tiles, 1)] + [(t, 1) for t in IGEMM_TILES if t != tiles]
         order += [(tiles, s) for s in (2, 4, 8, 16) if s != split]
+        order = list(dict.fromkeys(order))
         found, reasons = [], []
         for t, s in order:
             algo = self.configured(t, s, p)
