@@ -36,8 +36,9 @@
 // Pipeline (float/double, sm_80+ and the emulator): IGEMM_STAGES - 1 tiles in flight through
 //   async_copy / async_commit / async_wait (async_copy.cuh); one __syncthreads() per tile, after
 //   which the stage computed in the previous step is refilled. Half types (widened to float when
-//   staged) and sm_75 (no cp.async) use a register double buffer instead: the next tile is loaded
-//   into registers before the current one is multiplied and stored to the other stage after it.
+//   staged) and float on sm_75 (no cp.async) use a register double buffer instead: the next tile is
+//   loaded into registers before the current one is multiplied and stored to the other stage after
+//   it. Doubles on sm_75 keep the stage pipeline, its copies synchronous (async_copy.cuh).
 // Accumulation in float (double for double), rounded once at the store.
 #include "common.cuh"
 #include "async_copy.cuh"
@@ -111,6 +112,27 @@ __device__ __forceinline__ void multiply(const A* __restrict__ sA, const A* __re
     const int lane_m = lane / LANES_N, lane_n = lane % LANES_N;
     const A* a_row = sA + (wm0 + lane_m) * IGEMM_LDA;
     const A* b_col = sB + wn0 + 4 * lane_n;
+    if constexpr (sizeof(A) == 8) {
+        // doubles: A one reduction step at a time (8-byte loads), which keeps 8x8 tiles out of local
+        // memory on sm_75 (four steps of A would take 64 more registers)
+#pragma unroll
+        for (int k = 0; k < IGEMM_BK; ++k) {
+            A a[IGEMM_TM];
+            Frag4<A> b[IGEMM_TN / 4];
+#pragma unroll
+            for (int i = 0; i < IGEMM_TM; ++i) a[i] = a_row[i * LANES_M * IGEMM_LDA + k];
+#pragma unroll
+            for (int j = 0; j < IGEMM_TN / 4; ++j)
+                b[j] = *reinterpret_cast<const Frag4<A>*>(b_col + k * IGEMM_LDB + j * 4 * LANES_N);
+#pragma unroll
+            for (int i = 0; i < IGEMM_TM; ++i)
+#pragma unroll
+                for (int j = 0; j < IGEMM_TN / 4; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) acc[i][4 * j + e] += a[i] * b[j].v[e];
+        }
+        return;
+    }
 #pragma unroll
     for (int kk = 0; kk < IGEMM_BK; kk += 4) {
         Frag4<A> a[IGEMM_TM];
@@ -150,7 +172,9 @@ __device__ __forceinline__ void mainloop(const ConvProblem& p, const T* __restri
         for (int j = 0; j < IGEMM_TN; ++j) acc[i][j] = A(0);
     const int tiles = kt1 - kt0;
 
-    if constexpr (kAsyncArch && sizeof(T) == sizeof(A)) {
+    // doubles take the stage pipeline on sm_75 too (synchronous copies there): a register double buffer
+    // next to 8x8 double accumulators would spill
+    if constexpr ((kAsyncArch || sizeof(A) == 8) && sizeof(T) == sizeof(A)) {
         // prologue: STAGES - 1 tiles in flight (an empty group where there are fewer tiles keeps the
         // count of groups, and so the wait below, the same for every step)
 #pragma unroll
