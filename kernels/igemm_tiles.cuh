@@ -56,6 +56,18 @@ __device__ __forceinline__ __nv_bfloat16 igemm_smem_value<__nv_bfloat16, __nv_bf
 
 template <typename T> __device__ __forceinline__ T igemm_zero() { return store_acc<T>(0); }
 
+// 4 elements from src (one vector load; src aligned to 4 elements) into v[0..3], or zeros when !in.
+template <typename T>
+__device__ __forceinline__ void igemm_load4(T* v, const T* src, bool in) {
+    IgemmVec4<T> q;
+    if (in) q = *reinterpret_cast<const IgemmVec4<T>*>(src);
+    else
+#pragma unroll
+        for (int e = 0; e < 4; ++e) q.v[e] = igemm_zero<T>();
+#pragma unroll
+    for (int e = 0; e < 4; ++e) v[e] = q.v[e];
+}
+
 // One element or chunk of BYTES from global to shared memory through async_copy (zeros when !in; src
 // must then still be a valid, aligned address). Chunks over 16 bytes (4 doubles) take two copies;
 // 2-byte elements, which cp.async cannot copy, are stored at once (correct in any pipeline: the data
@@ -154,13 +166,7 @@ struct IgemmA {
 #pragma unroll
             for (int i = 0; i < kChunks; ++i) {
                 const I off = offset(i);
-                IgemmVec4<T> q;
-                if (off >= 0) q = *reinterpret_cast<const IgemmVec4<T>*>(x + off);
-                else
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) q.v[e] = igemm_zero<T>();
-#pragma unroll
-                for (int e = 0; e < 4; ++e) v.v[4 * i + e] = q.v[e];
+                igemm_load4(v.v + 4 * i, off >= 0 ? x + off : x, off >= 0);
             }
         } else {
 #pragma unroll
@@ -249,13 +255,8 @@ struct IgemmB {
 #pragma unroll
             for (int i = 0; i < kChunks; ++i) {
                 int rl, kl;
-                IgemmVec4<T> q;
-                if (place(i, rl, kl) && inside(rl, kl)) q = *reinterpret_cast<const IgemmVec4<T>*>(w + I(r + rl) * K + kl);
-                else
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) q.v[e] = igemm_zero<T>();
-#pragma unroll
-                for (int e = 0; e < 4; ++e) v.v[4 * i + e] = q.v[e];
+                const bool in = place(i, rl, kl) && inside(rl, kl);
+                igemm_load4(v.v + 4 * i, in ? w + I(r + rl) * K + kl : w, in);
             }
         } else {
 #pragma unroll

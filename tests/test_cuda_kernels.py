@@ -18,6 +18,7 @@ from gpuconv.backends.cuda.params import CONV_PROBLEM_DTYPE, GEMM_PROBLEM_DTYPE,
 from gpuconv.backends.cuda.signature import check_args, compiled_limits, entries_of, parse_entries
 from gpuconv.backends.cuda.sources import kernel_dir, kernel_files, load_source
 
+from launch_recorder import Recorder
 from threaded_calls import assert_exact_from_threads, integer_cases
 
 EMULATOR_REASON = available_backends()["emulator"]
@@ -348,19 +349,6 @@ def test_gemm_refuses_rows_whose_last_tile_overflows_int():
     p = problem((1, 1, 2 ** 31 - 10, 4), (1, 1, 4, 4), padding="VALID")   # M fits, M rounded to 64 does not
     assert "rows of whole tiles = 2147483648 overflows gemm.cu's 32-bit int indices" in gemm1x1.why_not(p)
     assert gemm1x1.why_not(problem((1, 1, 2 ** 31 - 64, 4), (1, 1, 4, 4), padding="VALID")) is None
-
-
-class Recorder:
-    """Wraps a backend's launch to record the launches it makes."""
-
-    def __init__(self, monkeypatch, backend):
-        self.launches = []
-        original = backend.launch
-
-        def record(launch):
-            self.launches.append(launch)
-            original(launch)
-        monkeypatch.setattr(backend, "launch", record)
 
 
 @needs_emulator

@@ -15,6 +15,8 @@ from gpuconv.backends.cuda.algorithms import IGEMM_TILES, ImplicitGemm
 from gpuconv.backends.cuda.launch import DeviceLimits
 from gpuconv.dtypes import bfloat16
 
+from launch_recorder import Recorder
+
 EMULATOR_REASON = available_backends()["emulator"]
 needs_emulator = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 DTYPES = [np.float32, np.float64, np.float16, bfloat16]
@@ -22,17 +24,6 @@ DTYPES = [np.float32, np.float64, np.float16, bfloat16]
 
 def problem(xs, ws, strides=1, padding="SAME", fmt="NHWC", dil=None, dtype=np.float32):
     return gpuconv.parse_problem(xs, dtype, ws, dtype, strides, padding, fmt, dil)[0]
-
-
-class Recorder:
-    def __init__(self, monkeypatch, backend):
-        self.launches = []
-        original = backend.launch
-
-        def record(launch):
-            self.launches.append(launch)
-            original(launch)
-        monkeypatch.setattr(backend, "launch", record)
 
 
 # Two problems per configuration: NHWC with CG and KG multiples of 4 (the vector-only module), and
