@@ -15,7 +15,8 @@
 //   * warp primitives (__syncwarp, __shfl_sync/_up/_down/_xor, __ballot_sync, __any_sync, __all_sync) as
 //     warp-level barriers: a lane waits until every lane of its mask arrives, and a mask that names a lane
 //     which exits, waits at __syncthreads() or arrives with another mask or primitive is reported
-//     (synccheck), as is a lane missing from its own mask or a shuffle from a lane outside the mask.
+//     (synccheck), as is a lane missing from its own mask or a shuffle from a lane outside the mask;
+//   * nvcuda::wmma (mma_host.h): warp-collective fragment loads, stores and multiply-accumulates.
 // A seedable mode runs the fibers of each phase in a shuffled order, so a missing barrier (a race)
 // shows up as results that change from run to run.
 #pragma once
@@ -68,7 +69,8 @@ enum class State { Runnable, AtBarrier, AtWarpSync, Done };
 struct WarpCall {
     const char* op;         // "__syncwarp", "__shfl_sync", ...: every lane of the mask must bring the same
     unsigned mask;
-    unsigned src;           // shuffles: the lane to read; 32: keep its own value, 33: a vote, 34: a bad width
+    unsigned src;           // shuffles: the lane to read; 32: keep its own value, 33: a vote, 34: a bad width,
+                            // 35: a collective whose value (its arguments' digest) must match in every lane
     uint64_t value;         // the lane's operand bits (shuffles) or predicate (votes)
     uint64_t result;
 };
@@ -202,6 +204,14 @@ GPUCONV_SHFL(__shfl_down_sync, 2)
 GPUCONV_SHFL(__shfl_xor_sync, 3)
 #undef GPUCONV_SHFL
 
+namespace gpuconv_emu {
+// A warp-collective operation (all 32 lanes, as wmma's *_sync calls): a warp barrier at which every lane
+// must bring the same `digest` of its arguments.
+GPUCONV_RUNTIME inline void warp_collective(const char* op, uint64_t digest) {
+    warp_sync_call(op, 0xffffffffu, digest, 35);
+}
+}  // namespace gpuconv_emu
+
 inline unsigned __ballot_sync(unsigned mask, int pred) {
     return unsigned(gpuconv_emu::warp_sync_call("__ballot_sync", mask, pred != 0, 33));
 }
@@ -257,6 +267,8 @@ GPUCONV_RUNTIME inline void async_wait(int) {}
 
 }  // namespace gpuconv_emu
 
+#include "mma_host.h"
+
 namespace gpuconv_emu {
 
 GPUCONV_RUNTIME inline void fiber_entry(unsigned lo, unsigned hi) {
@@ -301,6 +313,8 @@ GPUCONV_RUNTIME inline bool warp_release(unsigned nthreads, bool& released) {
                         problem = "reads a lane outside the mask";
                     else if (f.warp.src == 34)
                         problem = "passes a width that is not a power of two from 1 to 32";
+                    else if (f.warp.src == 35 && f.warp.value != c0.value)
+                        problem = "passes other arguments (pointer, ldm or layout) than the lane that leads";
                 } else {
                     problem = f.state == State::Done ? "is named in the mask but has exited"
                                                      : "is named in the mask but waits at __syncthreads()";

@@ -36,6 +36,8 @@ from .sources import cuda_include_dirs, kernel_dir, load_source, source_hash
 # ctypes releases the GIL during a launch; one launch at a time, as on a single GPU stream.
 _LAUNCH_LOCK = threading.Lock()
 
+# The runtime's headers (cuda_host.h includes the others): every one is part of each library's cache key.
+RUNTIME_HEADERS = ("cuda_host.h", "sanitizer.h", "mma_host.h")
 CXX_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
 # A launch runs its grid in slices of about this many seconds, returning to Python between them: the
 # interpreter runs signal handlers only there, so this bounds how late Ctrl-C arrives.
@@ -73,7 +75,7 @@ class EmulatedModule:
         if cxx is None:
             raise RuntimeError(f"the emulator backend needs a C++ compiler: {why_not}")
         self.entries = parse_entries(source)
-        runtime = "".join((kernel_dir() / "host" / h).read_text() for h in ("cuda_host.h", "sanitizer.h"))
+        runtime = "".join((kernel_dir() / "host" / h).read_text() for h in RUNTIME_HEADERS)
         includes = cuda_include_dirs()
         flags = list(CXX_FLAGS) + list(self.variant_flags) + [f"-D{k}={v}" for k, v in defines]
         key = source_hash(source, runtime, " ".join(flags + list(self.link_flags)), cxx, *includes)
