@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gpuconv.backends import available_backends
-from gpuconv.backends.cuda import emulator
+from gpuconv.backends.cuda import emulator, nvrtc, sass
 from gpuconv.backends.cuda.launch import Launch
 
 EMULATOR_REASON = available_backends()["emulator"]
@@ -221,3 +221,19 @@ def test_ldm_that_is_not_16_bytes_is_reported():
         module().launch(Launch("wmma_tiles", "wmma_f16_rr", (1, 1, 1), (32, 2, 1), 0,
                                (am, aligned(b), aligned(c), d, np.int32(16), np.int32(20), np.int32(32),
                                 np.int32(32), np.int32(0))))
+
+
+# ---------------------------------------------------------------- the same source on the GPU's compiler
+
+@pytest.mark.skipif(nvrtc.available() is not None, reason=f"NVRTC not installed: {nvrtc.available()}")
+@pytest.mark.parametrize("arch", ["sm_75", "sm_80", "sm_90"])  # CUDA 13's NVRTC has no sm_70 any more
+def test_nvrtc_compiles_the_wmma_kernels_to_hmma(arch):
+    result = nvrtc.compile(SOURCE.read_text(), "wmma_tiles.cu", arch)
+    assert "0 bytes spill stores, 0 bytes spill loads" in result.log
+    if sass.available() is not None:
+        pytest.skip(f"no disassembler: {sass.available()}")
+    functions = sass.parse_sass(sass.disassemble(result.cubin))
+    wanted = [n for n in functions if n.startswith(("wmma_f16", "wmma_bf16", "wmma_tf32"))]
+    assert len(wanted) == (4 if arch == "sm_75" else 9)  # bf16 and tf32 need sm_80
+    for name in wanted:
+        assert any(x.opcode.startswith("HMMA") for x in functions[name].instructions), f"{name}: no HMMA on {arch}"
