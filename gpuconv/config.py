@@ -41,6 +41,17 @@ def _env_flag(name: str) -> bool:
     return False
 
 
+def _env_precision() -> str:
+    from .precision import PRECISIONS
+    raw = os.environ.get("GPUCONV_PRECISION", "")
+    if raw == "":
+        return "highest"
+    if raw.lower() in PRECISIONS:
+        return raw.lower()
+    _ignored("GPUCONV_PRECISION", raw, f"one of {list(PRECISIONS)}", "highest")
+    return "highest"
+
+
 @dataclasses.dataclass
 class Settings:
     # Extra memory the NumPy backend may use beyond input, output and one accumulator-type copy of the
@@ -54,6 +65,8 @@ class Settings:
     cuda_min_flops_for_numpy_inputs: int = 1 << 30
     # Use the 64-bit-index kernel variants even when 32 bits would do (tests of the 64-bit path).
     cuda_force_index64: bool = dataclasses.field(default_factory=lambda: _env_flag("GPUCONV_CUDA_INDEX64"))
+    # What precision=None means in conv2d ("highest" or "tf32"; see precision.py); set_precision checks it.
+    precision: str = dataclasses.field(default_factory=_env_precision)
 
 
 settings = Settings()
@@ -74,6 +87,13 @@ def set_workspace(numpy_bytes: int | None = None, cuda_bytes: int | None = None)
         settings.numpy_workspace_bytes = int(numpy_bytes)
     if cuda_bytes is not None:
         settings.cuda_workspace_bytes = int(cuda_bytes)
+
+
+def set_precision(precision: str) -> None:
+    """Set the process default for conv2d's `precision` argument: "highest" (exact float32) or "tf32"
+    (float32 inputs may run on tensor cores with TF32 inputs; see gpuconv.precision)."""
+    from .precision import check_precision
+    settings.precision = check_precision(precision)
 
 
 _local = threading.local()
