@@ -222,6 +222,183 @@ class Im2colGemm(GemmLaunches):
             self.backend.launch(self.gemm_launch(p, a, w, out, rows, a_strides, m0, bits))
 
 
+# implicit_gemm.cu's tile configurations (its macros without the IGEMM_ prefix): 128x128 block tiles of
+# 8x8 register tiles for large problems, 64x64 for small M (4x the blocks), 128x32 for few output
+# channels per group; BK=16 in 3 stages (54 KiB of float stages) where the device allows it.
+IGEMM_TILES = {
+    "128x128": dict(BM=128, BN=128, BK=8, WM=32, WN=64, TM=8, TN=8, STAGES=4),
+    "128x128k16": dict(BM=128, BN=128, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=3),
+    "64x64": dict(BM=64, BN=64, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "128x32": dict(BM=128, BN=32, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+}
+# Blocks that fill a large GPU once (132 SMs on an H100 SXM, one 128x128 block each): fewer 128x128
+# blocks than this take 64x64 tiles, and fewer than half of it split the reduction.
+IGEMM_FILL_BLOCKS = 132
+IGEMM_MAX_SPLIT = 16
+IGEMM_MIN_SPLIT_TILES = 8   # reduction tiles per split-K slice, at least
+
+
+class ImplicitGemm(CudaAlgorithm):
+    """implicit_gemm.cu: A read from the input itself through the analytic iterator (igemm_tiles.cuh).
+
+    The registered instance (tiles=None) runs `variants(p)[0]`, the documented rule's choice;
+    `variants(p)` lists configured instances (tiles, split-K factor) for the autotuner."""
+    name = "implicit_gemm"
+    summary = ("implicit GEMM: the input's receptive fields read straight into warp-tiled 8x8 register "
+               "tiles through a multi-stage cp.async pipeline, no workspace; split-K for small M*KG")
+    file = "implicit_gemm"
+
+    def __init__(self, backend, tiles: Optional[str] = None, split: int = 1, stages: Optional[int] = None):
+        super().__init__(backend)
+        if tiles is not None and tiles not in IGEMM_TILES:
+            raise ValueError(f"tiles={tiles!r} is not allowed: expected one of {sorted(IGEMM_TILES)}")
+        if not isinstance(split, int) or isinstance(split, bool) or not 1 <= split <= 65535:
+            raise ValueError(f"split={split!r} is not allowed: expected an int from 1 to 65535")
+        self.tiles, self.split = tiles, split
+        cfg = IGEMM_TILES.get(tiles, {})
+        if stages is not None and not (isinstance(stages, int) and 2 <= stages <= 4):
+            raise ValueError(f"stages={stages!r} is not allowed: expected 2, 3 or 4")
+        self.stages = stages if stages is not None else cfg.get("STAGES")
+        self.defines = tuple((f"IGEMM_{k}", v if k != "STAGES" else self.stages) for k, v in cfg.items())
+
+    def configured(self, tiles: str, split: int, p: ConvProblem) -> "ImplicitGemm":
+        """An instance of `tiles` and `split` with the most stages (2 to 4) that fit shared memory; half
+        types always take 2 (their register double buffer uses no more)."""
+        most = 2 if np.dtype(p.dtype).itemsize < 4 else IGEMM_TILES[tiles]["STAGES"]
+        for stages in range(most, 1, -1):
+            algo = ImplicitGemm(self.backend, tiles, split, stages)
+            if algo.shared_bytes(p) <= self.backend.shared_limit():
+                return algo
+        return ImplicitGemm(self.backend, tiles, split, 2)
+
+    @property
+    def variant_key(self) -> str:
+        if self.tiles is None:
+            return "auto"
+        return ",".join([f"{k[len('IGEMM_'):]}={v}" for k, v in self.defines] + [f"SPLIT_K={self.split}"])
+
+    def tile(self, name: str) -> int:
+        return self.macro(self.file, f"IGEMM_{name}")
+
+    @property
+    def threads(self) -> int:
+        return 32 * (self.tile("BM") // self.tile("WM")) * (self.tile("BN") // self.tile("WN"))
+
+    def reduction_tiles(self, p: ConvProblem) -> int:
+        return -(-p.R // self.tile("BK"))
+
+    def splits(self, p: ConvProblem) -> tuple[int, int]:
+        """(split_tiles, slices): reduction tiles per slice and the slices that makes (<= self.split)."""
+        tiles = self.reduction_tiles(p)
+        per = -(-tiles // min(self.split, max(tiles, 1)))
+        return per, -(-tiles // per)
+
+    def shared_bytes(self, p: ConvProblem) -> int:
+        """Dynamic shared memory: the stages the kernel's pipeline uses, in the accumulator type."""
+        bk = self.tile("BK")
+        stage = self.tile("BM") * (bk + self.tile("PAD")) + bk * self.tile("BN")
+        return self.tile("STAGES") * stage * accumulator(p.dtype).itemsize
+
+    def grid(self, p: ConvProblem) -> tuple[int, int, int]:
+        return -(-p.M // self.tile("BM")), -(-p.KG // self.tile("BN")), p.G * self.splits(p)[1]
+
+    def blocks(self, p: ConvProblem) -> int:
+        return math.prod(self.grid(p))
+
+    def workspace_elements(self, p: ConvProblem) -> int:
+        slices = self.splits(p)[1]
+        return slices * p.G * p.M * p.KG if slices > 1 else 1
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        if self.tiles is None:
+            return self.variants_or_reason(p)[1]
+        gx, gy, gz = self.grid(p)
+        if gx > 2 ** 31 - 1 or gy > 65535 or gz > 65535:
+            return f"grid ({gx}, {gy}, {gz}) exceeds CUDA's limits (2^31-1, 65535, 65535)"
+        # row, column and reduction indices are int in both index variants
+        ints = {"rows of whole tiles": gx * self.tile("BM"), "columns of whole tiles": gy * self.tile("BN"),
+                "R + IGEMM_BK": p.R + self.tile("BK")}
+        for what, v in ints.items():
+            if v > INDEX32_LIMIT:
+                return f"{what} = {v} overflows implicit_gemm.cu's 32-bit int indices (at most {INDEX32_LIMIT})"
+        smem, limit = self.shared_bytes(p), self.backend.shared_limit()
+        if smem > limit:
+            return f"{smem} bytes of shared memory for tiles {self.tiles}, more than the {limit} a block may use"
+        ws = self.workspace_elements(p) * accumulator(p.dtype).itemsize
+        if self.split > 1 and ws > config.settings.cuda_workspace_bytes:
+            return (f"split-K partial sums take {ws} bytes, more than the workspace bound of "
+                    f"{config.settings.cuda_workspace_bytes} bytes (gpuconv.set_workspace(cuda_bytes=...))")
+        return None
+
+    def rule(self, p: ConvProblem) -> tuple[str, int]:
+        """The documented choice without tuning: tiles by the problem's shape, then a split of the
+        reduction when even those tiles leave most of a large GPU idle."""
+        large = ImplicitGemm(self.backend, "128x128")
+        tiles = "128x32" if p.KG <= 32 else "128x128" if large.blocks(p) >= IGEMM_FILL_BLOCKS else "64x64"
+        blocks = ImplicitGemm(self.backend, tiles).blocks(p)
+        tiles_r = ImplicitGemm(self.backend, tiles).reduction_tiles(p)
+        split = 1
+        while (split * 2 <= IGEMM_MAX_SPLIT and blocks * split * 2 <= IGEMM_FILL_BLOCKS
+               and tiles_r // (split * 2) >= IGEMM_MIN_SPLIT_TILES):
+            split *= 2
+        return tiles, split
+
+    def variants_or_reason(self, p: ConvProblem) -> tuple[list["ImplicitGemm"], Optional[str]]:
+        tiles, split = self.rule(p)
+        order = [(tiles, split)] + [(t, 1) for t in IGEMM_TILES if (t, 1) != (tiles, split)]
+        order += [(tiles, s) for s in (2, 4, 8, 16) if s != split]
+        found, reasons = [], []
+        for t, s in order:
+            algo = self.configured(t, s, p)
+            if s > 1 and algo.splits(p)[1] < 2:
+                continue  # too few reduction tiles to split
+            why = algo.why_not(p)
+            if why is None:
+                found.append(algo)
+            else:
+                reasons.append(f"{algo.variant_key}: {why}")
+        return found, None if found else "no tile configuration can run it (" + "; ".join(reasons) + ")"
+
+    def variants(self, p: ConvProblem) -> list["ImplicitGemm"]:
+        """Configured instances worth trying on p, the rule's choice first (see rule)."""
+        if self.tiles is not None:
+            return [self] if self.why_not(p) is None else []
+        return self.variants_or_reason(p)[0]
+
+    def index_spans(self, p: ConvProblem) -> tuple[int, ...]:
+        """Element offsets the kernel forms: the arrays, the split-K workspace, and a row's base offset
+        (the top-left tap of an output pixel, which padding may put outside the input)."""
+        sN, sH, sW, sC = layout_strides(p.layout, p.N, p.H, p.W, p.C)
+        top = max(p.PT, (p.OH - 1) * p.SH - p.PT)
+        left = max(p.PL, (p.OW - 1) * p.SW - p.PL)
+        row = (p.N - 1) * sN + top * sH + left * sW + p.C * sC
+        return (*problem_sizes(p), self.workspace_elements(p), row)
+
+    def run(self, p, x, w, out):
+        if self.tiles is None:
+            return self.variants(p)[0].run(p, x, w, out)
+        xp = self.backend.xp
+        per, slices = self.splits(p)
+        acc = accumulator(p.dtype)
+        part = xp.empty(self.workspace_elements(p), acc)
+        vec = 4 * x.itemsize
+        vec_a = p.layout == "NHWC" and p.CG % 4 == 0 and _address(x) % vec == 0
+        vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
+        conv = conv_problem_struct(p)
+        threads = self.macro("splitk_reduce", "SPLITK_THREADS")
+        total = p.G * p.M * p.KG
+        blocks = grid_stride_blocks(total, threads)
+        bits = self.bits(*self.index_spans(p), grid_stride_end(total, blocks, threads) if slices > 1 else 0)
+        self.backend.launch(Launch(
+            file=self.file, kernel=entry_name("conv_igemm", p.dtype, bits), grid=self.grid(p),
+            block=(self.threads, 1, 1), shared_mem=self.shared_bytes(p),
+            args=(conv, x, w, out, part, np.int32(vec_a), np.int32(vec_b), np.int32(per)), defines=self.defines))
+        if slices > 1:
+            self.backend.launch(Launch(
+                file="splitk_reduce", kernel=entry_name("conv_splitk_reduce", p.dtype, bits), grid=(blocks, 1, 1),
+                block=(threads, 1, 1), shared_mem=0, args=(conv, part, out, np.int32(slices))))
+
+
 class Depthwise(CudaAlgorithm):
     name = "depthwise"
     summary = "one input channel per group: one thread per output, KH*KW multiply-adds, coalesced loads"
@@ -246,4 +423,5 @@ class Depthwise(CudaAlgorithm):
 
 
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:
-    return {a.name: a for a in (Direct(backend), Depthwise(backend), Im2colGemm(backend), PointwiseGemm(backend))}
+    return {a.name: a for a in (Direct(backend), Depthwise(backend), Im2colGemm(backend), PointwiseGemm(backend),
+                                ImplicitGemm(backend))}

@@ -34,6 +34,12 @@ class CudaBackend(Backend):
     def launch(self, launch) -> None:
         raise NotImplementedError
 
+    def shared_limit(self) -> int:
+        """Shared memory (bytes, static + dynamic) a block may use on the current device with the opt-in:
+        algorithms offer larger tiles only where it allows them. The emulator: what every GPU allows."""
+        from .launch import PORTABLE_LIMITS
+        return PORTABLE_LIMITS.shared_optin
+
     @staticmethod
     def headers_reason():
         """None when CUDA's half-precision headers are found (every kernel file includes them), else why."""

@@ -134,6 +134,9 @@ class CupyBackend(CudaBackend):
         with device_scope(input=x, filters=w):
             return super().run(p, x, w, algorithm)
 
+    def shared_limit(self) -> int:
+        return _device_limits(_cupy().cuda.Device().id).shared_optin
+
     def launch(self, launch: Launch) -> None:
         device_id = _cupy().cuda.Device().id
         launch.check(self.storage, _device_limits(device_id), opt_in=True)
