@@ -34,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -82,11 +83,23 @@ struct Fiber {
     WarpCall warp;
 };
 
+// Dynamic shared memory starts 128-byte aligned, as on GPUs (wmma's loads need 32 bytes; malloc gives 16).
+template <typename T>
+struct SharedAllocator {
+    using value_type = T;
+    SharedAllocator() = default;
+    template <typename U> SharedAllocator(const SharedAllocator<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(128))); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(128)); }
+    template <typename U> bool operator==(const SharedAllocator<U>&) const { return true; }
+    template <typename U> bool operator!=(const SharedAllocator<U>&) const { return false; }
+};
+
 struct Runtime {
     ucontext_t scheduler;
     std::vector<Fiber> fibers;
     std::vector<char> stacks;
-    std::vector<unsigned char> dynamic_shared;
+    std::vector<unsigned char, SharedAllocator<unsigned char>> dynamic_shared;
     std::vector<std::pair<unsigned char*, size_t>> outside_shared;  // function templates' __shared__ arrays
     size_t stack_bytes = 256 * 1024;
     Fiber* current = nullptr;

@@ -21,7 +21,8 @@ from .sources import default_macros
 # Static + dynamic shared memory a block may use without opting in (all of sm_75 .. sm_90).
 MAX_SHARED_BYTES = 48 * 1024
 
-AUTO_RULE = ("gemm1x1 for 1x1 stride-1 unpadded filters; depthwise for one input channel per group; "
+AUTO_RULE = ("tensor_core first for float16 and bfloat16, and for float32 with precision='tf32', where the "
+             "device has them and channels per group are multiples of 8; then gemm1x1 for 1x1 stride-1 unpadded filters; depthwise for one input channel per group; "
              "direct when a group is small (reduction R = KH*KW*CG < 64, or fewer than 16 output channels "
              "per group: first layers, small groups); im2col-gemm otherwise; each falls through to the "
              "next that can run the problem")
@@ -30,7 +31,9 @@ AUTO_RULE = ("gemm1x1 for 1x1 stride-1 unpadded filters; depthwise for one input
 def auto_order(p: ConvProblem) -> list[str]:
     small = p.R < 64 or p.KG < 16
     order = ["direct", "gemm"] if small else ["gemm", "direct"]
-    return (["gemm1x1"] if p.is_pointwise else []) + (["depthwise"] if p.CG == 1 else []) + order
+    tensor = np.dtype(p.dtype).itemsize == 2 or (p.dtype == np.float32 and p.precision == "tf32")
+    return ((["tensor_core"] if tensor else []) + (["gemm1x1"] if p.is_pointwise else [])
+            + (["depthwise"] if p.CG == 1 else []) + order)
 
 
 def problem_sizes(p: ConvProblem) -> tuple[int, int, int]:
@@ -423,5 +426,6 @@ class Depthwise(CudaAlgorithm):
 
 
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:
+    from .tensor_core import TensorCoreGemm
     return {a.name: a for a in (Direct(backend), Depthwise(backend), Im2colGemm(backend), PointwiseGemm(backend),
-                                ImplicitGemm(backend))}
+                                ImplicitGemm(backend), TensorCoreGemm(backend))}
