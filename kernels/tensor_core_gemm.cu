@@ -71,19 +71,23 @@ static_assert(TC_THREADS <= 1024 && TC_THREADS % TC_BM == 0, "the A loader gives
 static_assert(TC_LDE % 4 == 0 && TC_LDE >= 16, "the epilogue buffer's rows are 16-byte multiples of >= 16 floats");
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-#define TC_AMPERE 1  // bf16 and TF32 fragments, cp.async
-#else
-#define TC_AMPERE 0
+#define TC_AMPERE  // bf16 and TF32 fragments, cp.async
 #endif
 
 namespace tc {
 
 using namespace nvcuda;
 
+#ifdef TC_AMPERE
+constexpr bool kAmpere = true;
+#else
+constexpr bool kAmpere = false;
+#endif
+
 // The fragment element type and MMA depth for an input type.
 template <typename T> struct Mma;
 template <> struct Mma<__half> { using type = __half; static constexpr int KS = 16; };
-#if TC_AMPERE
+#ifdef TC_AMPERE
 template <> struct Mma<__nv_bfloat16> { using type = __nv_bfloat16; static constexpr int KS = 16; };
 template <> struct Mma<float> { using type = wmma::precision::tf32; static constexpr int KS = 8; };
 #endif
@@ -104,7 +108,7 @@ template <typename T> struct Layout {
 // half types are exact already.
 template <typename Frag>
 __device__ __forceinline__ void round_inputs(Frag& f) {
-#if TC_AMPERE
+#ifdef TC_AMPERE
     if constexpr (sizeof(typename Frag::storage_element_type) == 4) {
 #pragma unroll
         for (int i = 0; i < Frag::num_elements; ++i) f.x[i] = wmma::__float_to_tf32(f.x[i]);
@@ -161,7 +165,7 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
 #pragma unroll
         for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
     const int tiles = ceil_div(p.KH * p.KW * p.CG, L::BK);
-    igemm_pipeline<TC_AMPERE ? TC_STAGES : 2, TC_AMPERE>(
+    igemm_pipeline<kAmpere ? TC_STAGES : 2, kAmpere>(
         a, b, smem, L::STAGE, L::STAGE_A, tiles,
         [&](const T* sA, const T* sB) { multiply<T>(sA, sB, wm0, wn0, acc); });
 
@@ -196,7 +200,7 @@ extern "C" __global__ void __launch_bounds__(TC_THREADS)
 conv_tc_f16_i32(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, int vec_a, int vec_b) { tc::conv<__half, int>(p, x, w, y, vec_a, vec_b); }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
 conv_tc_f16_i64(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, int vec_a, int vec_b) { tc::conv<__half, long long>(p, x, w, y, vec_a, vec_b); }
-#if TC_AMPERE
+#ifdef TC_AMPERE
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
 conv_tc_bf16_i32(const ConvProblem p, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ y, int vec_a, int vec_b) { tc::conv<__nv_bfloat16, int>(p, x, w, y, vec_a, vec_b); }
 extern "C" __global__ void __launch_bounds__(TC_THREADS)
