@@ -358,6 +358,7 @@ GPUCONV_RUNTIME inline bool warp_release(unsigned nthreads, bool& released) {
             }
             for (unsigned l = 0; l < lanes; ++l)
                 if ((c0.mask >> l) & 1u) r.fibers[w0 + l].state = State::Runnable;
+            if (c0.mask == existing) gpuconv_san::warp_synced(w0 / 32);  // orders the lanes' shared accesses
             handled |= c0.mask;
             released = true;
         }

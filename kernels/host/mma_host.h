@@ -188,9 +188,13 @@ inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, const typename detail
     for (int i = 0; i < fragment<Use, M, N, K, T, L>::num_elements; ++i) f.x[i] = v;
 }
 
-namespace detail {
+}  // namespace wmma
+}  // namespace nvcuda
 
-// Every lane's A and B fragments during one mma_sync (by flat thread index).
+namespace gpuconv_emu {
+
+// Every lane's A and B fragments during one mma_sync (by flat thread index). In gpuconv_emu, so that
+// the launcher does not take this runtime table for a kernel's __shared__ array (shared_symbols.py).
 struct MmaOperands {
     const void* a;
     const void* b;
@@ -200,6 +204,15 @@ inline MmaOperands* mma_operands() {
     static MmaOperands table[1024];
     return table;
 }
+
+}  // namespace gpuconv_emu
+
+namespace nvcuda {
+namespace wmma {
+namespace detail {
+
+using gpuconv_emu::MmaOperands;
+using gpuconv_emu::mma_operands;
 
 // Element e of a tile from the fragments of the warp whose lane 0 is `w0`. Half A/B tiles are held
 // twice; the copies must agree, or the kernel changed fragment elements lane by lane.

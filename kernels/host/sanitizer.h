@@ -52,9 +52,12 @@ struct Region {
     const char* name;
 };
 
-// Per byte of shared memory: the last writer and reader and the phase (barrier interval) they acted in.
+// Per byte of shared memory: the last writer and reader, the phase (barrier interval) they acted in, and
+// how many full-warp barriers their warp had passed then (lanes of one warp are ordered by __syncwarp()
+// and the other warp-wide primitives, as on the GPU).
 struct SharedShadow {
     uint32_t w_phase, writer, r_phase, reader;  // reader = kManyReaders when several threads read
+    uint32_t w_sync, r_sync;
 };
 constexpr uint32_t kManyReaders = 0xFFFFFFFFu;
 
@@ -75,6 +78,7 @@ struct State {
     std::vector<SharedShadow> static_shadow, dyn_shadow;
     std::vector<std::vector<SharedShadow>> outside_shadow;  // per region (SHARED_OUTSIDE)
     uint32_t phase = 1, block_first_phase = 1;
+    uint32_t warp_syncs[32] = {};                     // full-warp barriers released, per warp of the block
     std::vector<const void*> barrier_site;            // per thread: the __syncthreads() it waits at
     // COUNTERS: per access instruction (its return address) and warp, each lane's execution count,
     // and per (instruction, warp, n-th execution) the addresses the lanes touched.
@@ -100,6 +104,7 @@ inline void block_end() {}
 inline void at_barrier(const void*) {}
 inline void atomic_access(const void*, unsigned) {}
 inline void shared_layout(unsigned char*, size_t) {}
+inline void warp_synced(unsigned) {}
 #else
 GPUCONV_SAN_FN void shared_layout(unsigned char* dyn, size_t bytes) {
     State& s = st();
@@ -142,6 +147,8 @@ GPUCONV_SAN_FN void block_begin() {
 }
 
 GPUCONV_SAN_FN void enter(unsigned) { st().active = true; }
+// Every existing lane of warp `warp` passed one warp-wide barrier (cuda_host.h's warp_release).
+GPUCONV_SAN_FN void warp_synced(unsigned warp) { ++st().warp_syncs[warp]; }
 GPUCONV_SAN_FN void leave() { st().active = false; }
 GPUCONV_SAN_FN void at_barrier(const void* site) { st().barrier_site[current_thread()] = site; }
 
@@ -216,12 +223,18 @@ GPUCONV_SAN_FN std::string describe(const Region& g, intptr_t off, unsigned size
 inline void shared_race(SharedShadow* sh, unsigned size, bool write, uint32_t t, const char* space,
                         uintptr_t off) {
     State& s = st();
+    const uint32_t sync = s.warp_syncs[t / 32];
+    // an earlier access by `other` in this phase is ordered before this one when both lanes are in one
+    // warp and it has passed a warp-wide barrier since
+    auto ordered = [&](uint32_t other, uint32_t then) { return other != kManyReaders && other / 32 == t / 32 && then != sync; };
     for (unsigned i = 0; i < size; ++i) {
         SharedShadow& b = sh[i];
         const char* hazard = nullptr;
         uint32_t other = 0;
-        if (b.w_phase == s.phase && b.writer != t) { hazard = write ? "write-after-write" : "read-after-write"; other = b.writer; }
-        else if (write && b.r_phase == s.phase && b.reader != t) {
+        if (b.w_phase == s.phase && b.writer != t && !ordered(b.writer, b.w_sync)) {
+            hazard = write ? "write-after-write" : "read-after-write";
+            other = b.writer;
+        } else if (write && b.r_phase == s.phase && b.reader != t && !ordered(b.reader, b.r_sync)) {
             hazard = "write-after-read";
             other = b.reader;
         }
@@ -232,9 +245,9 @@ inline void shared_race(SharedShadow* sh, unsigned size, bool write, uint32_t t,
                           other == kManyReaders ? "several other threads" : thread_name(other).c_str());
             fail("racecheck", m);
         }
-        if (write) { b.w_phase = s.phase; b.writer = t; }
-        else if (b.r_phase == s.phase && b.reader != t) b.reader = kManyReaders;
-        else { b.r_phase = s.phase; b.reader = t; }
+        if (write) { b.w_phase = s.phase; b.writer = t; b.w_sync = sync; }
+        else if (b.r_phase == s.phase && b.reader != t && !ordered(b.reader, b.r_sync)) b.reader = kManyReaders;
+        else { b.r_phase = s.phase; b.reader = t; b.r_sync = sync; }
     }
 }
 
