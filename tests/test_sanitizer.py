@@ -49,6 +49,8 @@ DEFECTS = [
                           r"bytes by block \(0,0,0\) thread \(0,0,0\)"),
     ("missing_barrier", r"racecheck: (read-after-write|write-after-read) hazard on shared array 's' byte offset \d+ with thread "
                         r"\(\d+,0,0\) in the same barrier interval by block \(0,0,0\) thread"),
+    ("warp_exchange", r"racecheck: read-after-write hazard on shared array 's' byte offset \d+ with thread "
+                      r"\(\d+,0,0\) in the same barrier interval"),
     # the overwritten buffer is read by other threads before and after the write: either hazard
     ("double_buffer_war", r"racecheck: (read-after-write|write-after-read) hazard on shared array 's' byte offset \d+ with thread "
                           r"\(\d+,0,0\)"),
@@ -65,7 +67,7 @@ DEFECTS = [
 def test_defect_is_reported(module, kernel, report):
     # racecheck alone for the missing barrier: with initcheck on, the read of a byte its writer has not
     # reached yet is (also correctly) an uninitialised read
-    tools = ("racecheck",) if kernel == "missing_barrier" else sanitizer.ALL_CHECKS
+    tools = ("racecheck",) if kernel in ("missing_barrier", "warp_exchange") else sanitizer.ALL_CHECKS
     with pytest.raises(RuntimeError, match=rf"kernel {kernel} failed in the emulator: {report}"):
         run(module, kernel, tools)
 
