@@ -60,6 +60,9 @@
 #ifndef TC_STAGES
 #define TC_STAGES 3
 #endif
+#ifndef TC_MIN_BLOCKS
+#define TC_MIN_BLOCKS 1  // blocks per SM __launch_bounds__ asks for (2 spills 100-330 bytes on sm_80)
+#endif
 #ifndef TC_LDE
 #define TC_LDE 20  // epilogue buffer row stride in floats: a 16-byte multiple, rows 80 bytes apart
 #endif
@@ -196,17 +199,17 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
 
 }  // namespace tc
 
-extern "C" __global__ void __launch_bounds__(TC_THREADS)
+extern "C" __global__ void __launch_bounds__(TC_THREADS, TC_MIN_BLOCKS)
 conv_tc_f16_i32(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, int vec_a, int vec_b) { tc::conv<__half, int>(p, x, w, y, vec_a, vec_b); }
-extern "C" __global__ void __launch_bounds__(TC_THREADS)
+extern "C" __global__ void __launch_bounds__(TC_THREADS, TC_MIN_BLOCKS)
 conv_tc_f16_i64(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, int vec_a, int vec_b) { tc::conv<__half, long long>(p, x, w, y, vec_a, vec_b); }
 #ifdef TC_AMPERE
-extern "C" __global__ void __launch_bounds__(TC_THREADS)
+extern "C" __global__ void __launch_bounds__(TC_THREADS, TC_MIN_BLOCKS)
 conv_tc_bf16_i32(const ConvProblem p, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ y, int vec_a, int vec_b) { tc::conv<__nv_bfloat16, int>(p, x, w, y, vec_a, vec_b); }
-extern "C" __global__ void __launch_bounds__(TC_THREADS)
+extern "C" __global__ void __launch_bounds__(TC_THREADS, TC_MIN_BLOCKS)
 conv_tc_bf16_i64(const ConvProblem p, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ y, int vec_a, int vec_b) { tc::conv<__nv_bfloat16, long long>(p, x, w, y, vec_a, vec_b); }
-extern "C" __global__ void __launch_bounds__(TC_THREADS)
+extern "C" __global__ void __launch_bounds__(TC_THREADS, TC_MIN_BLOCKS)
 conv_tc_f32_i32(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int vec_a, int vec_b) { tc::conv<float, int>(p, x, w, y, vec_a, vec_b); }
-extern "C" __global__ void __launch_bounds__(TC_THREADS)
+extern "C" __global__ void __launch_bounds__(TC_THREADS, TC_MIN_BLOCKS)
 conv_tc_f32_i64(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int vec_a, int vec_b) { tc::conv<float, long long>(p, x, w, y, vec_a, vec_b); }
 #endif
