@@ -14,7 +14,9 @@
 //          LDB = IGEMM_BN. No static shared memory.
 // Layouts: x and y NHWC or NCHW (any element strides in ConvProblem), w HWIO; part (split-K only) is
 //   [splits][G][M][KG] in the accumulator type.
-// Arguments: vec_a / vec_b (the host checked alignment: 4-element copies, see igemm_tiles.cuh);
+// Arguments: vec_a / vec_b (the host checked alignment: 4-element copies, see igemm_tiles.cuh). A
+//   module compiled with IGEMM_VEC=1 (the default) has only the vector path, for launches where both
+//   hold; IGEMM_VEC=0 chooses per launch (odd channel counts, NCHW, unaligned arrays);
 //   split_tiles: reduction tiles (IGEMM_BK each) per blockIdx.z slice. When it covers R (one slice)
 //   the block writes y; otherwise blockIdx.z = g*splits + s and the block writes its partial sums to
 //   part, and splitk_reduce.cu adds the slices in a fixed order (deterministic, no atomics).
@@ -48,7 +50,7 @@
 #define IGEMM_BN 128
 #endif
 #ifndef IGEMM_BK
-#define IGEMM_BK 8
+#define IGEMM_BK 16
 #endif
 #ifndef IGEMM_WM
 #define IGEMM_WM 32
@@ -64,6 +66,9 @@
 #endif
 #ifndef IGEMM_STAGES
 #define IGEMM_STAGES 4
+#endif
+#ifndef IGEMM_VEC
+#define IGEMM_VEC 1  // 1: A and B both in vector mode (the host launches it only then); 0: modes from vec_a/vec_b
 #endif
 #ifndef IGEMM_PAD
 #define IGEMM_PAD 4  // LDA = BK + 4: LDA/4 odd, so adjacent rows fall in different bank groups
@@ -81,14 +86,14 @@ static_assert((IGEMM_LDA / 4) % 2 == 1, "LDA/4 must be odd (conflict-free A rows
 static_assert(IGEMM_STAGES >= 2 && IGEMM_STAGES <= 4, "2 to 4 pipeline stages");
 static_assert(IGEMM_THREADS <= 1024, "at most 1024 threads");
 
+namespace igemm {
+
 // Copies land asynchronously (cp.async) on sm_80+ and in the emulator; sm_75 loads through registers.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#define IGEMM_ASYNC_ARCH 0
+constexpr bool kAsyncArch = false;
 #else
-#define IGEMM_ASYNC_ARCH 1
+constexpr bool kAsyncArch = true;
 #endif
-
-namespace igemm {
 
 constexpr int LANES_M = IGEMM_WM / IGEMM_TM;
 constexpr int LANES_N = IGEMM_WN / IGEMM_TN;
@@ -145,7 +150,7 @@ __device__ __forceinline__ void mainloop(const ConvProblem& p, const T* __restri
         for (int j = 0; j < IGEMM_TN; ++j) acc[i][j] = A(0);
     const int tiles = kt1 - kt0;
 
-    if constexpr (IGEMM_ASYNC_ARCH && sizeof(T) == sizeof(A)) {
+    if constexpr (kAsyncArch && sizeof(T) == sizeof(A)) {
         // prologue: STAGES - 1 tiles in flight (an empty group where there are fewer tiles keeps the
         // count of groups, and so the wait below, the same for every step)
 #pragma unroll
@@ -249,7 +254,13 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
     const int m0 = blockIdx.x * IGEMM_BM, k0 = blockIdx.y * IGEMM_BN;
     const int kt0 = s * split_tiles, kt1 = min(kt0 + split_tiles, tiles);
     A acc[IGEMM_TM][IGEMM_TN];
+#if IGEMM_VEC
+    // constant flags: the loaders' scalar code compiles away, leaving the vector path alone in the loop
+    (void)vec_a, (void)vec_b;
+    mainloop<T, I>(p, x, w, g, m0, k0, kt0, kt1, 1, 1, acc);
+#else
     mainloop<T, I>(p, x, w, g, m0, k0, kt0, kt1, vec_a, vec_b, acc);
+#endif
     if (splits == 1) {
         for_each_output(p, m0, k0, acc, [&](int m, int k, A v) {
             y[output_row<I>(p, m, g) + I(k) * I(p.ysK)] = store_acc<T>(v);

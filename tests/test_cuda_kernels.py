@@ -389,7 +389,7 @@ def test_direct_refuses_what_does_not_fit_shared_memory_and_auto_falls_through()
     p = problem((1, 200, 200, 2), (31, 31, 2, 4), dil=3, dtype=np.float64)
     why = be.algorithms()["direct"].why_not(p)
     assert why is not None and "shared memory" in why
-    assert be.choose(p).name == "gemm"
+    assert be.choose(p).name == "implicit_gemm"
 
 
 def test_gemm_refuses_rows_beyond_the_workspace(monkeypatch):
@@ -400,12 +400,12 @@ def test_gemm_refuses_rows_beyond_the_workspace(monkeypatch):
 
 def test_auto_rule_documented_and_followed():
     be = get_backend("emulator")
-    assert be.choose(problem((1, 8, 8, 16), (1, 1, 16, 32), padding="VALID")).name == "gemm1x1"
+    assert be.choose(problem((1, 8, 8, 16), (1, 1, 16, 32), padding="VALID")).name == "implicit_gemm"
     assert be.choose(problem((1, 8, 8, 3), (3, 3, 3, 16))).name == "direct"        # first layer: R = 27
     assert be.choose(problem((1, 8, 8, 16), (3, 3, 1, 16))).name == "depthwise"    # one channel per group
     assert be.choose(problem((1, 8, 8, 16), (3, 3, 2, 16))).name == "direct"       # small groups
-    assert be.choose(problem((1, 8, 8, 64), (3, 3, 64, 64))).name == "gemm"       # deep layer
-    assert "gemm1x1" in be.auto_rule() and "direct" in be.auto_rule()
+    assert be.choose(problem((1, 8, 8, 64), (3, 3, 64, 64))).name == "implicit_gemm"  # deep layer
+    assert "implicit_gemm" in be.auto_rule() and "direct" in be.auto_rule()
 
 
 @needs_emulator

@@ -22,18 +22,23 @@ from .sources import default_macros
 MAX_SHARED_BYTES = 48 * 1024
 
 AUTO_RULE = ("tensor_core first for float16 and bfloat16, and for float32 with precision='tf32', where the "
-             "device has them and channels per group are multiples of 8; then gemm1x1 for 1x1 stride-1 unpadded filters; depthwise for one input channel per group; "
-             "direct when a group is small (reduction R = KH*KW*CG < 64, or fewer than 16 output channels "
-             "per group: first layers, small groups); im2col-gemm otherwise; each falls through to the "
-             "next that can run the problem")
+             "device has them and channels per group are multiples of 8; then depthwise for one input "
+             "channel per group; direct when a group is small (reduction "
+             "R = KH*KW*CG < 64, or fewer than 16 output channels per group: first layers, small groups) "
+             "and the filter is not 1x1; implicit_gemm otherwise: it reads the input in place as gemm1x1 "
+             "does (im2col-gemm writes and reads KH*KW times the input through a workspace) and loads "
+             "each staged element for 8 FMAs in 128x128 tiles (4 in gemm.cu's 64x64), its tiles and "
+             "split-K chosen by the problem's shape (ImplicitGemm.rule); gemm1x1 and im2col-gemm remain "
+             "for what it refuses (more than 2^31 output pixels: im2col-gemm works in row blocks); each "
+             "falls through to the next that can run the problem")
 
 
 def auto_order(p: ConvProblem) -> list[str]:
-    small = p.R < 64 or p.KG < 16
-    order = ["direct", "gemm"] if small else ["gemm", "direct"]
+    gemms = ["implicit_gemm"] + (["gemm1x1"] if p.is_pointwise else []) + ["gemm"]
+    small = (p.R < 64 or p.KG < 16) and not p.is_pointwise
+    order = ["direct", *gemms] if small else [*gemms, "direct"]
     tensor = np.dtype(p.dtype).itemsize == 2 or (p.dtype == np.float32 and p.precision == "tf32")
-    return ((["tensor_core"] if tensor else []) + (["gemm1x1"] if p.is_pointwise else [])
-            + (["depthwise"] if p.CG == 1 else []) + order)
+    return (["tensor_core"] if tensor else []) + (["depthwise"] if p.CG == 1 else []) + order
 
 
 def problem_sizes(p: ConvProblem) -> tuple[int, int, int]:
@@ -225,16 +230,20 @@ class Im2colGemm(GemmLaunches):
             self.backend.launch(self.gemm_launch(p, a, w, out, rows, a_strides, m0, bits))
 
 
-# implicit_gemm.cu's tile configurations (its macros without the IGEMM_ prefix): 128x128 block tiles of
-# 8x8 register tiles for large problems, 64x64 for small M (4x the blocks), 128x32 for few output
-# channels per group; BK=16 in 3 stages (54 KiB of float stages) where the device allows it.
+# implicit_gemm.cu's tile configurations (its macros without the IGEMM_ prefix): 128xBN block tiles of
+# 8x8 register tiles, BN = 128 or 64 by the output channels per group (a wider tile would multiply
+# zeros); 128x32 (8x4 register tiles) for at most 32; 64x64 (8x4) where the others leave a large GPU
+# idle; 128x128 with BK=8 as the autotuner's alternative. Stages: as many (up to STAGES) as the
+# device's shared memory allows: 128x128 with BK=16 takes 18 KiB per float stage (4 stages: 72 KiB
+# with the opt-in; 2 within the portable 48 KiB).
 IGEMM_TILES = {
-    "128x128": dict(BM=128, BN=128, BK=8, WM=32, WN=64, TM=8, TN=8, STAGES=4),
-    "128x128k16": dict(BM=128, BN=128, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=3),
-    "64x64": dict(BM=64, BN=64, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "128x128": dict(BM=128, BN=128, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=4),
+    "128x64": dict(BM=128, BN=64, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=4),
     "128x32": dict(BM=128, BN=32, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "64x64": dict(BM=64, BN=64, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "128x128k8": dict(BM=128, BN=128, BK=8, WM=32, WN=64, TM=8, TN=8, STAGES=4),
 }
-# Blocks that fill a large GPU once (132 SMs on an H100 SXM, one 128x128 block each): fewer 128x128
+# Blocks that fill a large GPU once (132 SMs on an H100 SXM, one 128x128 block each): fewer 128xBN
 # blocks than this take 64x64 tiles, and fewer than half of it split the reduction.
 IGEMM_FILL_BLOCKS = 132
 IGEMM_MAX_SPLIT = 16
@@ -336,8 +345,9 @@ class ImplicitGemm(CudaAlgorithm):
     def rule(self, p: ConvProblem) -> tuple[str, int]:
         """The documented choice without tuning: tiles by the problem's shape, then a split of the
         reduction when even those tiles leave most of a large GPU idle."""
-        large = ImplicitGemm(self.backend, "128x128")
-        tiles = "128x32" if p.KG <= 32 else "128x128" if large.blocks(p) >= IGEMM_FILL_BLOCKS else "64x64"
+        tiles = "128x32" if p.KG <= 32 else "128x64" if p.KG <= 64 else "128x128"
+        if tiles != "128x32" and ImplicitGemm(self.backend, tiles).blocks(p) < IGEMM_FILL_BLOCKS:
+            tiles = "64x64"
         blocks = ImplicitGemm(self.backend, tiles).blocks(p)
         tiles_r = ImplicitGemm(self.backend, tiles).reduction_tiles(p)
         split = 1
@@ -348,8 +358,9 @@ class ImplicitGemm(CudaAlgorithm):
 
     def variants_or_reason(self, p: ConvProblem) -> tuple[list["ImplicitGemm"], Optional[str]]:
         tiles, split = self.rule(p)
-        order = [(tiles, split)] + [(t, 1) for t in IGEMM_TILES if (t, 1) != (tiles, split)]
+        order = [(tiles, split), (tiles, 1)] + [(t, 1) for t in IGEMM_TILES if t != tiles]
         order += [(tiles, s) for s in (2, 4, 8, 16) if s != split]
+        order = list(dict.fromkeys(order))
         found, reasons = [], []
         for t, s in order:
             algo = self.configured(t, s, p)
@@ -387,6 +398,8 @@ class ImplicitGemm(CudaAlgorithm):
         vec = 4 * x.itemsize
         vec_a = p.layout == "NHWC" and p.CG % 4 == 0 and _address(x) % vec == 0
         vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
+        # a module with the vector path alone where both hold (the common case), else the general one
+        defines = self.defines + (() if vec_a and vec_b else (("IGEMM_VEC", 0),))
         conv = conv_problem_struct(p)
         threads = self.macro("splitk_reduce", "SPLITK_THREADS")
         total = p.G * p.M * p.KG
@@ -395,7 +408,7 @@ class ImplicitGemm(CudaAlgorithm):
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_igemm", p.dtype, bits), grid=self.grid(p),
             block=(self.threads, 1, 1), shared_mem=self.shared_bytes(p),
-            args=(conv, x, w, out, part, np.int32(vec_a), np.int32(vec_b), np.int32(per)), defines=self.defines))
+            args=(conv, x, w, out, part, np.int32(vec_a), np.int32(vec_b), np.int32(per)), defines=defines))
         if slices > 1:
             self.backend.launch(Launch(
                 file="splitk_reduce", kernel=entry_name("conv_splitk_reduce", p.dtype, bits), grid=(blocks, 1, 1),
