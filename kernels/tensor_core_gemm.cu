@@ -25,7 +25,9 @@
 //          (register double buffer). BK = TC_BK_BYTES / sizeof(T) (32 halves or 16 floats),
 //          LDA = BK + 16 bytes, LDB = TC_BN + 16 bytes: rows 16-byte multiples, as wmma's ldm must be.
 // Layouts: x and y NHWC or NCHW (ConvProblem's strides), w HWIO. vec_a / vec_b: the host checked
-//   alignment, so the loaders copy 4 elements at a time (igemm_tiles.cuh).
+//   alignment, so the loaders copy 4 elements at a time (igemm_tiles.cuh). A module compiled with
+//   TC_VEC=1 (the default) has only that vector path, for launches where both hold; TC_VEC=0 takes
+//   the modes per launch (NCHW, channels not multiples of 4, unaligned arrays).
 // Tiling: the block computes a TC_BM x TC_BN tile of C; warp w a TC_WM x TC_WN tile of it, as
 //   (TC_WM/16) x (TC_WN/16) accumulator fragments of 16x16 (64x32: 8 fragments, 64 floats per lane).
 //   Per reduction tile, each warp loads (TC_WM/16) A and (TC_WN/16) B fragments per MMA step of KS
@@ -62,6 +64,9 @@
 #endif
 #ifndef TC_MIN_BLOCKS
 #define TC_MIN_BLOCKS 1  // blocks per SM __launch_bounds__ asks for (2 spills 100-330 bytes on sm_80)
+#endif
+#ifndef TC_VEC
+#define TC_VEC 1  // 1: both loaders in vector mode (the host launches it only then); 0: modes from vec_a/vec_b
 #endif
 #ifndef TC_LDE
 #define TC_LDE 20  // epilogue buffer row stride in floats: a 16-byte multiple, rows 80 bytes apart
@@ -160,8 +165,15 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
     const int g = blockIdx.z, m0 = blockIdx.x * TC_BM, k0 = blockIdx.y * TC_BN;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm0 = warp % (TC_BM / TC_WM) * TC_WM, wn0 = warp / (TC_BM / TC_WM) * TC_WN;
+#if TC_VEC
+    // constant modes: the loaders' scalar code compiles away (as implicit_gemm.cu's IGEMM_VEC modules)
+    (void)vec_a, (void)vec_b;
+    IgemmA<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA> a(p, x, g, m0, 0, 1);
+    IgemmB<T, T, I, L::BK, TC_BN, TC_THREADS, L::LDB> b(p, w, g, k0, 0, 1);
+#else
     IgemmA<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA> a(p, x, g, m0, 0, vec_a);
     IgemmB<T, T, I, L::BK, TC_BN, TC_THREADS, L::LDB> b(p, w, g, k0, 0, vec_b);
+#endif
     Accum<T> acc[FM][FN];
 #pragma unroll
     for (int i = 0; i < FM; ++i)

@@ -110,4 +110,5 @@ class TensorCoreGemm(CudaAlgorithm):
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_tc", p.dtype, self.bits(*self.index_spans(p))),
             grid=self.grid(p), block=(self.threads, 1, 1), shared_mem=algo.shared_bytes(p),
-            args=(conv_problem_struct(p), x, w, out, np.int32(vec_a), np.int32(vec_b)), defines=algo.defines))
+            args=(conv_problem_struct(p), x, w, out, np.int32(vec_a), np.int32(vec_b)),
+            defines=algo.defines + (() if vec_a and vec_b else (("TC_VEC", 0),))))
