@@ -63,7 +63,7 @@
 #define TC_STAGES 3
 #endif
 #ifndef TC_MIN_BLOCKS
-#define TC_MIN_BLOCKS 1  // blocks per SM __launch_bounds__ asks for (2 spills 100-330 bytes on sm_80)
+#define TC_MIN_BLOCKS 1  // blocks per SM __launch_bounds__ asks for (2 spills 44-104 bytes on sm_80)
 #endif
 #ifndef TC_VEC
 #define TC_VEC 1  // 1: both loaders in vector mode (the host launches it only then); 0: modes from vec_a/vec_b
