@@ -158,9 +158,9 @@ def test_rule_tiles_and_split_follow_the_shape():
     assert algo.rule(problem((8, 56, 56, 64), (3, 3, 64, 64))) == ("128x64", 1)      # resnet 3x3 @56
     assert algo.rule(problem((8, 28, 28, 128), (3, 3, 128, 128))) == ("64x64", 1)    # 49 blocks of 128x128
     assert algo.rule(problem((8, 56, 56, 16), (3, 3, 16, 32))) == ("128x32", 1)      # few output channels
-    # 4 blocks of 64x64, 72 reduction tiles: 8 slices of 9 tiles
-    assert algo.rule(problem((1, 14, 14, 64), (3, 3, 64, 64))) == ("64x64", 8)
-    # resnet stage 4, batch 1: 8 blocks of 64x64, R = 4608 in 576 tiles: 16 slices of 36
+    # 4 blocks of 64x64, 36 reduction tiles: 4 slices of 9 tiles (8 would leave fewer than 8 each)
+    assert algo.rule(problem((1, 14, 14, 64), (3, 3, 64, 64))) == ("64x64", 4)
+    # resnet stage 4, batch 1: 8 blocks of 64x64, R = 4608 in 288 tiles: 16 slices of 18
     assert algo.rule(problem((1, 7, 7, 512), (3, 3, 512, 512))) == ("64x64", 16)
 
 

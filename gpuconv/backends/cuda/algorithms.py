@@ -239,8 +239,8 @@ class Im2colGemm(GemmLaunches):
 IGEMM_TILES = {
     "128x128": dict(BM=128, BN=128, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=4),
     "128x64": dict(BM=128, BN=64, BK=16, WM=32, WN=64, TM=8, TN=8, STAGES=4),
-    "128x32": dict(BM=128, BN=32, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
-    "64x64": dict(BM=64, BN=64, BK=8, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "128x32": dict(BM=128, BN=32, BK=16, WM=32, WN=32, TM=8, TN=4, STAGES=4),
+    "64x64": dict(BM=64, BN=64, BK=16, WM=32, WN=32, TM=8, TN=4, STAGES=4),
     "128x128k8": dict(BM=128, BN=128, BK=8, WM=32, WN=64, TM=8, TN=8, STAGES=4),
 }
 # Blocks that fill a large GPU once (132 SMs on an H100 SXM, one 128x128 block each): fewer 128xBN
