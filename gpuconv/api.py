@@ -13,6 +13,7 @@ from .backends.cuda.cupy_backend import device_scope
 from .dtypes import SUPPORTED
 from .interop import Call
 from .nonfinite import add_nonfinite_terms, split_filters
+from .precision import resolve_precision
 from .problem import parse_problem
 
 
@@ -81,19 +82,19 @@ def _resolve_backend(backend, x, p):
 @overload
 def conv2d(input: NumpyInput, filters: NumpyInput, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto", out: Optional[np.ndarray] = None,
+           algorithm: str = "auto", out: Optional[np.ndarray] = None, precision: Optional[str] = None,
            autotune: Optional[bool] = None) -> np.ndarray: ...
 
 
 @overload
 def conv2d(input: Any, filters: Any, strides: IntOrInts = 1, padding: Padding = "VALID",
            data_format: str = "NHWC", dilations: Optional[IntOrInts] = None, *, backend: str = "auto",
-           algorithm: str = "auto", out: Any = None,
+           algorithm: str = "auto", out: Any = None, precision: Optional[str] = None,
            autotune: Optional[bool] = None) -> Any: ...  # CuPy, PyTorch, JAX, ... (gpuconv.interop)
 
 
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=None, *,
-           backend="auto", algorithm="auto", out=None, autotune=None):
+           backend="auto", algorithm="auto", out=None, precision=None, autotune=None):
     """2-D convolution with the semantics of tf.nn.conv2d.
 
     input: [*batch, H, W, C] (NHWC) or [*batch, C, H, W] (NCHW); any leading batch shape.
@@ -103,7 +104,9 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     gpuconv.algorithms(backend). Returns the array type of `input`, in its dtype and layout. Nested lists
     of Python numbers become float32, or the other argument's float dtype when that one is an array.
     Arrays with __dlpack__ or __cuda_array_interface__ are used in place (gpuconv.interop); `out`, an
-    array of the result's shape and dtype, receives the result and is returned.
+    array of the result's shape and dtype, receives the result and is returned. precision: None (the
+    process default, gpuconv.settings.precision: "highest" unless GPUCONV_PRECISION says otherwise),
+    "highest" (exact float32) or "tf32" (float32 inputs may run on tensor cores as TF32; gpuconv.precision).
     autotune: with algorithm="auto" on a CUDA backend, run the autotuner's cached winner for this
     problem, tuning it first when the cache has none (None: GPUCONV_AUTOTUNE, off by default).
     """
@@ -112,6 +115,7 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     x = _as_array("input", input, like=filters if isinstance(filters, np.ndarray) or _is_cupy(filters) else None)
     w = _as_array("filters", filters, like=x)
     p, batch_shape = parse_problem(x.shape, x.dtype, w.shape, w.dtype, strides, padding, data_format, dilations)
+    p = p.with_(precision=resolve_precision(precision, p.dtype))
     be = _resolve_backend(backend, x, p)
     # Non-native byte order: the filters are converted (the one filter copy the workspace bound leaves
     # out); the NumPy backend converts the input block by block, within the bound, as for half types.

@@ -41,6 +41,17 @@ def _env_flag(name: str) -> bool:
     return False
 
 
+def _env_precision() -> str:
+    from .precision import PRECISIONS
+    raw = os.environ.get("GPUCONV_PRECISION", "")
+    if raw == "":
+        return "highest"
+    if raw.lower() in PRECISIONS:
+        return raw.lower()
+    _ignored("GPUCONV_PRECISION", raw, f"one of {list(PRECISIONS)}", "highest")
+    return "highest"
+
+
 @dataclasses.dataclass
 class Settings:
     # Extra memory the NumPy backend may use beyond input, output and one accumulator-type copy of the
@@ -57,6 +68,8 @@ class Settings:
     # algorithm="auto" on a CUDA backend runs the autotuner's cached winner, tuning a problem on its
     # first call (gpuconv/tuning.py); conv2d(..., autotune=...) overrides it per call.
     autotune: bool = dataclasses.field(default_factory=lambda: _env_flag("GPUCONV_AUTOTUNE"))
+    # What precision=None means in conv2d ("highest" or "tf32"; see precision.py); set_precision checks it.
+    precision: str = dataclasses.field(default_factory=_env_precision)
 
 
 settings = Settings()
@@ -77,6 +90,13 @@ def set_workspace(numpy_bytes: int | None = None, cuda_bytes: int | None = None)
         settings.numpy_workspace_bytes = int(numpy_bytes)
     if cuda_bytes is not None:
         settings.cuda_workspace_bytes = int(cuda_bytes)
+
+
+def set_precision(precision: str) -> None:
+    """Set the process default for conv2d's `precision` argument: "highest" (exact float32) or "tf32"
+    (float32 inputs may run on tensor cores with TF32 inputs; see gpuconv.precision)."""
+    from .precision import check_precision
+    settings.precision = check_precision(precision)
 
 
 _local = threading.local()

@@ -56,6 +56,8 @@ class ConvProblem:
     DW: int
     layout: str = "NHWC"
     dtype: Any = np.dtype(np.float32)
+    # "tf32": float32 inputs may be rounded to TF32 on tensor cores (gpuconv/precision.py)
+    precision: str = "highest"
 
     @property
     def CG(self) -> int:
@@ -107,7 +109,8 @@ class ConvProblem:
     def describe(self) -> str:
         return (f"N={self.N} H={self.H} W={self.W} C={self.C} KH={self.KH} KW={self.KW} K={self.K} "
                 f"G={self.G} OH={self.OH} OW={self.OW} pads=({self.PT},{self.PB},{self.PL},{self.PR}) "
-                f"strides=({self.SH},{self.SW}) dilations=({self.DH},{self.DW}) {self.layout} {self.dtype}")
+                f"strides=({self.SH},{self.SW}) dilations=({self.DH},{self.DW}) {self.layout} {self.dtype}"
+                + (f" precision={self.precision}" if self.precision != "highest" else ""))
 
 
 def _is_int(v) -> bool:

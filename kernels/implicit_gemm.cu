@@ -33,7 +33,8 @@
 //   different bank groups), the rest broadcast; for B up to 8 lanes read 8 consecutive 16-byte
 //   chunks of one row. The loaders' 16-byte stores are conflict-free too (igemm_tiles.cuh); the
 //   scalar (4-byte) fallback stores rows LDA apart: up to 4-way conflicts, outside the inner loop.
-// Pipeline (float/double, sm_80+ and the emulator): IGEMM_STAGES - 1 tiles in flight through
+// Pipeline (igemm_pipeline.cuh, shared with tensor_core_gemm.cu; float/double, sm_80+ and the
+//   emulator): IGEMM_STAGES - 1 tiles in flight through
 //   async_copy / async_commit / async_wait (async_copy.cuh); one __syncthreads() per tile, after
 //   which the stage computed in the previous step is refilled. Half types (widened to float when
 //   staged) and float on sm_75 (no cp.async) use a register double buffer instead: the next tile is
@@ -43,6 +44,7 @@
 #include "common.cuh"
 #include "async_copy.cuh"
 #include "igemm_tiles.cuh"
+#include "igemm_pipeline.cuh"
 
 #ifndef IGEMM_BM
 #define IGEMM_BM 128
@@ -170,69 +172,12 @@ __device__ __forceinline__ void mainloop(const ConvProblem& p, const T* __restri
     for (int i = 0; i < IGEMM_TM; ++i)
 #pragma unroll
         for (int j = 0; j < IGEMM_TN; ++j) acc[i][j] = A(0);
-    const int tiles = kt1 - kt0;
-
-    // doubles take the stage pipeline on sm_75 too (synchronous copies there): a register double buffer
-    // next to 8x8 double accumulators would spill
-    if constexpr ((kAsyncArch || sizeof(A) == 8) && sizeof(T) == sizeof(A)) {
-        // prologue: STAGES - 1 tiles in flight (an empty group where there are fewer tiles keeps the
-        // count of groups, and so the wait below, the same for every step)
-#pragma unroll
-        for (int s = 0; s < IGEMM_STAGES - 1; ++s) {
-            if (s < tiles) {
-                a.copy_async(smem + s * STAGE);
-                b.copy_async(smem + s * STAGE + STAGE_A);
-                a.advance();
-                b.advance();
-            }
-            async_commit();
-        }
-        for (int t = 0; t < tiles; ++t) {
-            async_wait<IGEMM_STAGES - 2>();  // this thread's copies of tile t have landed ...
-            __syncthreads();                 // ... and everyone's; and tile t-1's stage is free
-            const int next = t + IGEMM_STAGES - 1;
-            if (next < tiles) {
-                A* stage = smem + (next % IGEMM_STAGES) * STAGE;
-                a.copy_async(stage);
-                b.copy_async(stage + STAGE_A);
-                a.advance();
-                b.advance();
-            }
-            async_commit();
-            const A* stage = smem + (t % IGEMM_STAGES) * STAGE;
-            multiply(stage, stage + STAGE_A, wm0, wn0, acc);
-        }
-        async_wait<0>();  // no copy may outlive the block
-    } else {
-        typename decltype(a)::Regs ra;
-        typename decltype(b)::Regs rb;
-        if (tiles > 0) {
-            a.fetch(ra);
-            b.fetch(rb);
-            a.stash(ra, smem);
-            b.stash(rb, smem + STAGE_A);
-            a.advance();
-            b.advance();
-        }
-        __syncthreads();
-        for (int t = 0; t < tiles; ++t) {
-            const bool more = t + 1 < tiles;
-            if (more) {  // global loads in flight while this tile is multiplied
-                a.fetch(ra);
-                b.fetch(rb);
-                a.advance();
-                b.advance();
-            }
-            const A* stage = smem + (t % 2) * STAGE;
-            multiply(stage, stage + STAGE_A, wm0, wn0, acc);
-            if (more) {
-                A* other = smem + ((t + 1) % 2) * STAGE;
-                a.stash(ra, other);
-                b.stash(rb, other + STAGE_A);
-            }
-            __syncthreads();
-        }
-    }
+    // the pipeline (igemm_pipeline.cuh) that tensor_core_gemm.cu shares; half types stage widened values,
+    // which cp.async cannot copy, so they take its register double buffer; doubles take the stage pipeline
+    // on sm_75 too (synchronous copies there): a register double buffer next to 8x8 double accumulators
+    // would spill
+    igemm_pipeline<IGEMM_STAGES, (kAsyncArch || sizeof(A) == 8) && sizeof(T) == sizeof(A)>(
+        a, b, smem, STAGE, STAGE_A, kt1 - kt0, [&](const A* sA, const A* sB) { multiply(sA, sB, wm0, wn0, acc); });
 }
 
 // Calls out(m, n, oh, ow, k, value) for each element of the register tile inside C.

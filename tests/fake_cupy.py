@@ -64,6 +64,7 @@ class Device:
         self.state = state
         self.id = state.current if id is None else id
         self.attributes = {"MaxThreadsPerBlock": 1024, "MaxSharedMemoryPerBlockOptin": OPTIN_LIMIT}
+        self.compute_capability = getattr(state, "compute_capability", "90")  # CuPy's form: "90" for sm_90
 
     def __eq__(self, other):
         return isinstance(other, Device) and other.id == self.id

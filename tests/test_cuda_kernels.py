@@ -81,6 +81,10 @@ def test_struct_offsets_match_the_compiler(tmp_path, name, dtype):
 
 # ---------------------------------------------------------------- signatures and argument checks
 
+# Kernel files whose hardware takes fewer types: tensor cores have no float64 path here (why_not says so).
+KERNEL_DTYPES = {"tensor_core_gemm": ("f16", "bf16", "f32")}
+
+
 def test_every_kernel_has_every_dtype_and_index_variant():
     stems = [f.stem for f in kernel_files()]
     assert {"direct", "depthwise", "im2col", "gemm"} <= set(stems)
@@ -89,7 +93,7 @@ def test_every_kernel_has_every_dtype_and_index_variant():
         prefixes = {n.rsplit("_", 2)[0] for n in names}
         assert len(prefixes) == 1, f"{stem}.cu mixes entry point families: {prefixes}"
         (prefix,) = prefixes
-        assert names == {f"{prefix}_{d}_i{b}" for d in DTYPES for b in (32, 64)}, stem
+        assert names == {f"{prefix}_{d}_i{b}" for d in KERNEL_DTYPES.get(stem, DTYPES) for b in (32, 64)}, stem
         for e in entries_of(stem).values():
             assert e.launch_bounds, f"{e.name} declares no __launch_bounds__"
 

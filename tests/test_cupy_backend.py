@@ -212,3 +212,22 @@ def test_a_conv2d_call_reads_nothing_back_and_waits_for_nothing(api_on_fake, non
     assert launched[0] == "nonfinite_zero_f32_i32" and launched[-1] == "nonfinite_fixup_f32_i32"
     np.testing.assert_array_equal(y.get(), gpuconv.conv2d(x, w, padding="SAME", backend="numpy",
                                                           algorithm="gemm"))
+
+
+@pytest.mark.parametrize("cc, dtype, precision, kernel", [
+    ("90", np.float16, "highest", "conv_tc_f16_i32"),
+    ("90", np.float32, "tf32", "conv_tc_f32_i32"),
+    ("90", np.float32, "highest", None),
+    ("75", np.float16, "highest", "conv_tc_f16_i32"),
+    ("75", bfloat16, "highest", None),        # bf16 tensor cores need sm_80
+])
+def test_auto_takes_tensor_cores_by_the_devices_compute_capability(fake, cc, dtype, precision, kernel):
+    cp, calls, be = fake
+    cp.state.compute_capability = cc
+    x, w = inputs()
+    p = problem(x.shape, w.shape, dtype).with_(precision=precision)
+    y = be.run(p, x.astype(dtype), w.astype(dtype), "auto")
+    launched = [c[1] for c in calls if c[0] == "launch"]
+    assert (kernel in launched) if kernel else not any(k.startswith("conv_tc") for k in launched)
+    np.testing.assert_array_equal(np.asarray(y.get() if hasattr(y, "get") else y, np.float64),
+                                  gpuconv.conv2d_reference(x, w, p))  # small integers: exact in every path

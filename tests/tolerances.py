@@ -32,6 +32,7 @@ from gpuconv.reference import abs_conv_bound, conv2d_reference
 
 C_OUT = 1.0            # c: one rounding of the result to the output dtype
 C_ACC = 2.0            # c': accumulation, for algorithms that sum the products themselves
+U_TF32 = 2.0 ** -11    # unit roundoff of TF32 (10 stored mantissa bits), for precision="tf32"
 
 
 def winograd_amplification(m: int) -> float:
@@ -79,7 +80,12 @@ def error_bound(x, w, p: ConvProblem, ref, algorithm: str = "auto") -> np.ndarra
     scale = abs_conv_bound(x, w, p)
     if not is_exact(algorithm) and scale.size:
         scale = np.full_like(scale, np.max(scale))
-    return atol + C_OUT * u * np.abs(ref) + c_acc * u_acc * np.sqrt(max(p.R, 1)) * scale
+    bound = atol + C_OUT * u * np.abs(ref) + c_acc * u_acc * np.sqrt(max(p.R, 1)) * scale
+    if p.precision == "tf32" and dtype == np.float32:
+        # each input rounded once to TF32 (u = 2^-11): every product off by at most 2u + u^2 of its
+        # magnitude, in the worst case all in one direction
+        bound = bound + (2 * U_TF32 + U_TF32 ** 2) * scale
+    return bound
 
 
 def max_exact_magnitude(dtype, R: int) -> int:

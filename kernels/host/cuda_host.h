@@ -20,6 +20,7 @@
 //     thread queues its copies, async_commit() closes a group, async_wait<N>() lands every group but the
 //     N most recent committed ones, in issue order. A copy's bytes reach shared memory only then (or when
 //     the thread exits), so a missing or too weak wait reads poisoned or stale shared memory here too.
+//   * nvcuda::wmma (mma_host.h): warp-collective fragment loads, stores and multiply-accumulates.
 // A seedable mode runs the fibers of each phase in a shuffled order, so a missing barrier (a race)
 // shows up as results that change from run to run.
 #pragma once
@@ -37,6 +38,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -72,7 +74,8 @@ enum class State { Runnable, AtBarrier, AtWarpSync, Done };
 struct WarpCall {
     const char* op;         // "__syncwarp", "__shfl_sync", ...: every lane of the mask must bring the same
     unsigned mask;
-    unsigned src;           // shuffles: the lane to read; 32: keep its own value, 33: a vote, 34: a bad width
+    unsigned src;           // shuffles: the lane to read; 32: keep its own value, 33: a vote, 34: a bad width,
+                            // 35: a collective whose value (its arguments' digest) must match in every lane
     uint64_t value;         // the lane's operand bits (shuffles) or predicate (votes)
     uint64_t result;
 };
@@ -96,11 +99,23 @@ struct Fiber {
     unsigned commits;                 // async_commit() calls so far
 };
 
+// Dynamic shared memory starts 128-byte aligned, as on GPUs (wmma's loads need 32 bytes; malloc gives 16).
+template <typename T>
+struct SharedAllocator {
+    using value_type = T;
+    SharedAllocator() = default;
+    template <typename U> SharedAllocator(const SharedAllocator<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(128))); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(128)); }
+    template <typename U> bool operator==(const SharedAllocator<U>&) const { return true; }
+    template <typename U> bool operator!=(const SharedAllocator<U>&) const { return false; }
+};
+
 struct Runtime {
     ucontext_t scheduler;
     std::vector<Fiber> fibers;
     std::vector<char> stacks;
-    std::vector<unsigned char> dynamic_shared;
+    std::vector<unsigned char, SharedAllocator<unsigned char>> dynamic_shared;
     std::vector<std::pair<unsigned char*, size_t>> outside_shared;  // function templates' __shared__ arrays
     size_t stack_bytes = 256 * 1024;
     Fiber* current = nullptr;
@@ -219,6 +234,14 @@ GPUCONV_SHFL(__shfl_down_sync, 2)
 GPUCONV_SHFL(__shfl_xor_sync, 3)
 #undef GPUCONV_SHFL
 
+namespace gpuconv_emu {
+// A warp-collective operation (all 32 lanes, as wmma's *_sync calls): a warp barrier at which every lane
+// must bring the same `digest` of its arguments.
+GPUCONV_RUNTIME inline void warp_collective(const char* op, uint64_t digest) {
+    warp_sync_call(op, 0xffffffffu, digest, 35);
+}
+}  // namespace gpuconv_emu
+
 inline unsigned __ballot_sync(unsigned mask, int pred) {
     return unsigned(gpuconv_emu::warp_sync_call("__ballot_sync", mask, pred != 0, 33));
 }
@@ -311,6 +334,8 @@ GPUCONV_RUNTIME inline void async_wait(int n) { async_land(n); }
 
 }  // namespace gpuconv_emu
 
+#include "mma_host.h"
+
 namespace gpuconv_emu {
 
 GPUCONV_RUNTIME inline void fiber_entry(unsigned lo, unsigned hi) {
@@ -356,6 +381,8 @@ GPUCONV_RUNTIME inline bool warp_release(unsigned nthreads, bool& released) {
                         problem = "reads a lane outside the mask";
                     else if (f.warp.src == 34)
                         problem = "passes a width that is not a power of two from 1 to 32";
+                    else if (f.warp.src == 35 && f.warp.value != c0.value)
+                        problem = "passes other arguments (pointer, ldm or layout) than the lane that leads";
                 } else {
                     problem = f.state == State::Done ? "is named in the mask but has exited"
                                                      : "is named in the mask but waits at __syncthreads()";
@@ -386,6 +413,7 @@ GPUCONV_RUNTIME inline bool warp_release(unsigned nthreads, bool& released) {
             }
             for (unsigned l = 0; l < lanes; ++l)
                 if ((c0.mask >> l) & 1u) r.fibers[w0 + l].state = State::Runnable;
+            if (c0.mask == existing) gpuconv_san::warp_synced(w0 / 32);  // orders the lanes' shared accesses
             handled |= c0.mask;
             released = true;
         }

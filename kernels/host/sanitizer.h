@@ -64,13 +64,15 @@ struct Region {
     const char* name;
 };
 
-// Per byte of shared memory: the last writer and reader and the phase (barrier interval) they acted in,
-// and the thread (+ 1; 0: none) whose async_copy into it has not landed yet. Threads of a block (at most
-// 1024) fit 16 bits, which keeps the record 16 bytes: a 4-byte access reads one cache line of shadow.
+// Per byte of shared memory: the last writer and reader, the phase (barrier interval) they acted in and
+// how many full-warp barriers their warp had passed then (lanes of one warp are ordered by __syncwarp()
+// and the other warp-wide primitives, as on the GPU), and the thread (+ 1; 0: none) whose async_copy into
+// it has not landed yet. Threads of a block (at most 1024) fit 16 bits.
 struct SharedShadow {
     uint32_t w_phase, r_phase;
     uint16_t writer, reader;  // reader = kManyReaders when several threads read
     uint16_t pending, unused;
+    uint32_t w_sync, r_sync;
 };
 constexpr uint32_t kManyReaders = 0xFFFFu;
 
@@ -92,6 +94,7 @@ struct State {
     std::vector<std::vector<SharedShadow>> outside_shadow;  // per region (SHARED_OUTSIDE)
     uint32_t phase = 1, block_first_phase = 1;
     uint64_t copies_in_flight = 0;                    // async_copies into shared memory not landed yet
+    uint32_t warp_syncs[32] = {};                     // full-warp barriers released, per warp of the block
     std::vector<const void*> barrier_site;            // per thread: the __syncthreads() it waits at
     // COUNTERS: per access instruction (its return address) and warp, each lane's execution count,
     // and per (instruction, warp, n-th execution) the addresses the lanes touched.
@@ -121,6 +124,7 @@ inline bool pause() { return false; }
 inline void resume(bool) {}
 inline void async_issue(const void*, const void*, unsigned, unsigned) {}
 inline void async_landing(const void*, unsigned) {}
+inline void warp_synced(unsigned) {}
 #else
 GPUCONV_SAN_FN void shared_layout(unsigned char* dyn, size_t bytes) {
     State& s = st();
@@ -163,6 +167,8 @@ GPUCONV_SAN_FN void block_begin() {
 }
 
 GPUCONV_SAN_FN void enter(unsigned) { st().active = true; }
+// Every existing lane of warp `warp` passed one warp-wide barrier (cuda_host.h's warp_release).
+GPUCONV_SAN_FN void warp_synced(unsigned warp) { ++st().warp_syncs[warp]; }
 GPUCONV_SAN_FN void leave() { st().active = false; }
 // The runtime's own heap work inside a kernel thread (a queue growing) is not the kernel's access.
 GPUCONV_SAN_FN bool pause() { const bool was = st().active; st().active = false; return was; }
@@ -247,26 +253,33 @@ GPUCONV_SAN_FN void report_interval_race(const char* hazard, uint32_t other, con
     fail("racecheck", m);
 }
 
+// Whether thread t's access is ordered after `other`'s earlier one in this interval: both lanes of one warp,
+// and the warp has passed a warp-wide barrier since (`then`: its count at that access).
+inline bool warp_ordered(uint32_t other, uint32_t then, uint32_t t) {
+    return other != kManyReaders && other / 32 == t / 32 && then != st().warp_syncs[t / 32];
+}
+
 // Racecheck of one byte against the other threads' accesses in the current barrier interval.
 inline void interval_race(const SharedShadow& b, bool write, uint32_t t, const char* space, uintptr_t off,
                           const char* what) {
     State& s = st();
     if (!(s.tools & RACECHECK)) return;
-    if (b.w_phase == s.phase && b.writer != t)
+    if (b.w_phase == s.phase && b.writer != t && !warp_ordered(b.writer, b.w_sync, t))
         report_interval_race(write ? "write-after-write" : "read-after-write", b.writer, space, off, what);
-    if (write && b.r_phase == s.phase && b.reader != t)
+    if (write && b.r_phase == s.phase && b.reader != t && !warp_ordered(b.reader, b.r_sync, t))
         report_interval_race("write-after-read", b.reader, space, off, what);
 }
 
 inline void shared_race(SharedShadow* sh, unsigned size, bool write, uint32_t t, const char* space,
                         uintptr_t off) {
     State& s = st();
+    const uint32_t sync = s.warp_syncs[t / 32];
     for (unsigned i = 0; i < size; ++i) {
         SharedShadow& b = sh[i];
         interval_race(b, write, t, space, off + i, "");
-        if (write) { b.w_phase = s.phase; b.writer = uint16_t(t); }
-        else if (b.r_phase == s.phase && b.reader != t) b.reader = uint16_t(kManyReaders);
-        else { b.r_phase = s.phase; b.reader = uint16_t(t); }
+        if (write) { b.w_phase = s.phase; b.writer = uint16_t(t); b.w_sync = sync; }
+        else if (b.r_phase == s.phase && b.reader != t && !warp_ordered(b.reader, b.r_sync, t)) b.reader = uint16_t(kManyReaders);
+        else { b.r_phase = s.phase; b.reader = uint16_t(t); b.r_sync = sync; }
     }
 }
 

@@ -75,6 +75,22 @@ extern "C" __global__ void double_buffer_war_ok(const float* x, float* y) {
     y[threadIdx.x] = acc;
 }
 
+// racecheck: a warp exchanges values through shared memory, but each half-warp syncs only itself, and
+// lanes read the other half's values; the twin's __syncwarp() orders all 32 lanes (no __syncthreads()
+// is needed within one warp)
+extern "C" __global__ void warp_exchange(const float* x, float* y) {
+    __shared__ float s[32];
+    s[threadIdx.x] = x[threadIdx.x];
+    __syncwarp(threadIdx.x < 16 ? 0x0000ffffu : 0xffff0000u);
+    y[threadIdx.x] = s[31 - threadIdx.x];
+}
+extern "C" __global__ void warp_exchange_ok(const float* x, float* y) {
+    __shared__ float s[32];
+    s[threadIdx.x] = x[threadIdx.x];
+    __syncwarp();
+    y[threadIdx.x] = s[31 - threadIdx.x];
+}
+
 // initcheck: reads shared memory no thread wrote (only the first half is staged)
 extern "C" __global__ void uninit_shared(const float* x, float* y) {
     __shared__ float s[32];

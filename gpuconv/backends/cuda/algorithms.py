@@ -22,7 +22,9 @@ from .sources import default_macros, load_source, source_hash
 # Static + dynamic shared memory a block may use without opting in (all of sm_75 .. sm_90).
 MAX_SHARED_BYTES = 48 * 1024
 
-AUTO_RULE = ("depthwise for one input channel per group; direct when a group is small (reduction "
+AUTO_RULE = ("tensor_core first for float16 and bfloat16, and for float32 with precision='tf32', where the "
+             "device has them and channels per group are multiples of 8; then depthwise for one input "
+             "channel per group; direct when a group is small (reduction "
              "R = KH*KW*CG < 64, or fewer than 16 output channels per group: first layers, small groups) "
              "and the filter is not 1x1; implicit_gemm otherwise: it reads the input in place as gemm1x1 "
              "does (im2col-gemm writes and reads KH*KW times the input through a workspace) and loads "
@@ -36,7 +38,8 @@ def auto_order(p: ConvProblem) -> list[str]:
     gemms = ["implicit_gemm"] + (["gemm1x1"] if p.is_pointwise else []) + ["gemm"]
     small = (p.R < 64 or p.KG < 16) and not p.is_pointwise
     order = ["direct", *gemms] if small else [*gemms, "direct"]
-    return (["depthwise"] if p.CG == 1 else []) + order
+    tensor = np.dtype(p.dtype).itemsize == 2 or (p.dtype == np.float32 and p.precision == "tf32")
+    return (["tensor_core"] if tensor else []) + (["depthwise"] if p.CG == 1 else []) + order
 
 
 def problem_sizes(p: ConvProblem) -> tuple[int, int, int]:
@@ -540,5 +543,6 @@ class Depthwise(CudaAlgorithm):
 
 
 def make_algorithms(backend) -> dict[str, CudaAlgorithm]:
+    from .tensor_core import TensorCoreGemm
     return {a.name: a for a in (Direct(backend), Depthwise(backend), Im2colGemm(backend), PointwiseGemm(backend),
-                                ImplicitGemm(backend))}
+                                ImplicitGemm(backend), TensorCoreGemm(backend))}

@@ -5,6 +5,9 @@ from ...problem import ConvProblem
 from ..base import Backend, pick_first
 
 
+EMULATED_ARCH = (8, 0)
+
+
 class CudaBackend(Backend):
     """A backend that runs kernels/*.cu; subclasses provide `xp` (array module) and `launch`."""
 
@@ -48,6 +51,12 @@ class CudaBackend(Backend):
     def device_identity(self) -> dict:
         """name, compute_capability, runtime, driver (strings) of the device that runs the kernels."""
         raise NotImplementedError
+
+    def compute_capability(self) -> tuple[int, int]:
+        """The architecture algorithms are chosen for: the current device's (cupy); the emulator states
+        EMULATED_ARCH, sm_80: its host builds take every sm_80+ code path (cp.async pipelines, bf16 and
+        TF32 tensor-core fragments), and nothing they run is specific to a newer one."""
+        return EMULATED_ARCH
 
     def shared_limit(self) -> int:
         """Shared memory (bytes, static + dynamic) a block may use on the current device with the opt-in:

@@ -153,6 +153,10 @@ class CupyBackend(CudaBackend):
     def shared_limit(self) -> int:
         return _device_limits(_cupy().cuda.Device().id).shared_optin
 
+    def compute_capability(self) -> tuple[int, int]:
+        cc = _cupy().cuda.Device().compute_capability  # "80", "90", ...
+        return int(cc[:-1]), int(cc[-1])
+
     def launch(self, launch: Launch) -> None:
         device_id = _cupy().cuda.Device().id
         launch.check(self.storage, _device_limits(device_id), opt_in=True)
