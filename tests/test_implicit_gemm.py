@@ -9,7 +9,7 @@ import pytest
 
 import gpuconv
 from gpuconv import config
-from gpuconv.backends import available_backends, get_backend
+from gpuconv.backends import available_backends
 from gpuconv.backends.cuda import emulator, nvrtc, report, sources
 from gpuconv.backends.cuda.algorithms import IGEMM_TILES, ImplicitGemm
 from gpuconv.backends.cuda.launch import DeviceLimits

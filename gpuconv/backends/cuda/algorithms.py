@@ -120,9 +120,6 @@ class Direct(CudaAlgorithm):
     # that do not exist. None spills on sm_75..sm_90 (NVRTC 13).
     TUNING = (dict(DIRECT_TILE_OH=8, DIRECT_TILE_K=8), dict(DIRECT_TILE_OH=16, DIRECT_TILE_K=4))
 
-    def variants(self, p: ConvProblem) -> list[CudaAlgorithm]:
-        return self._runnable(p, list(self.TUNING))
-
     @property
     def TILE_OH(self) -> int:
         return self.macro("direct", "DIRECT_TILE_OH")
