@@ -76,6 +76,11 @@
 #ifndef IGEMM_PAD
 #define IGEMM_PAD 4  // LDA = BK + 4: LDA/4 odd, so adjacent rows fall in different bank groups
 #endif
+#ifndef IGEMM_MIN_BLOCKS
+// blocks per SM that __launch_bounds__ asks ptxas for. 1, stated: with no minimum, ptxas aims 128-thread
+// half-type entries at 128 registers and spills a few bytes to get there (NVRTC 13.5)
+#define IGEMM_MIN_BLOCKS 1
+#endif
 #define IGEMM_THREADS (32 * (IGEMM_BM / IGEMM_WM) * (IGEMM_BN / IGEMM_WN))
 #define IGEMM_LDA (IGEMM_BK + IGEMM_PAD)
 #define IGEMM_LDB IGEMM_BN
@@ -242,19 +247,19 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
 
 }  // namespace igemm
 
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_f32_i32(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, float* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<float, int>(p, x, w, y, part, vec_a, vec_b, split_tiles); }
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_f32_i64(const ConvProblem p, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, float* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<float, long long>(p, x, w, y, part, vec_a, vec_b, split_tiles); }
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_f64_i32(const ConvProblem p, const double* __restrict__ x, const double* __restrict__ w, double* __restrict__ y, double* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<double, int>(p, x, w, y, part, vec_a, vec_b, split_tiles); }
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_f64_i64(const ConvProblem p, const double* __restrict__ x, const double* __restrict__ w, double* __restrict__ y, double* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<double, long long>(p, x, w, y, part, vec_a, vec_b, split_tiles); }
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_f16_i32(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, float* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<__half, int>(p, x, w, y, part, vec_a, vec_b, split_tiles); }
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_f16_i64(const ConvProblem p, const __half* __restrict__ x, const __half* __restrict__ w, __half* __restrict__ y, float* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<__half, long long>(p, x, w, y, part, vec_a, vec_b, split_tiles); }
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_bf16_i32(const ConvProblem p, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ y, float* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<__nv_bfloat16, int>(p, x, w, y, part, vec_a, vec_b, split_tiles); }
-extern "C" __global__ void __launch_bounds__(IGEMM_THREADS)
+extern "C" __global__ void __launch_bounds__(IGEMM_THREADS, IGEMM_MIN_BLOCKS)
 conv_igemm_bf16_i64(const ConvProblem p, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ y, float* __restrict__ part, int vec_a, int vec_b, int split_tiles) { igemm::conv<__nv_bfloat16, long long>(p, x, w, y, part, vec_a, vec_b, split_tiles); }

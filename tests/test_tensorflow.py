@@ -109,6 +109,9 @@ def test_curated_other_dtypes(case, dtype, target):
 
 def test_generated_float32(target):
     """Hypothesis-generated configurations against TF."""
+    if target.algorithm == "tensor_core":
+        pytest.skip("tensor_core runs float32 only as TF32 (precision='tf32'), whose error TF's float32 bound "
+                    "does not cover; test_tensor_core.py checks it against its own bound")
     s = target.scale
 
     @settings(max_examples=max(6, s.examples // 2), deadline=None, derandomize=True, database=None,

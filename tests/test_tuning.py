@@ -23,7 +23,7 @@ from fake_cupy import make_fake_cupy
 EMULATOR_REASON = available_backends()["emulator"]
 pytestmark = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 
-XS, WS = (1, 5, 5, 4), (3, 3, 4, 8)     # direct (3 tiles) and gemm (4) can run it, nothing else
+XS, WS = (1, 5, 5, 4), (3, 3, 4, 8)     # direct, gemm and implicit_gemm can run it, nothing else
 TESTS = Path(__file__).parent
 
 
@@ -50,7 +50,11 @@ def test_tune_times_every_variant_checks_it_and_caches_the_fastest(cache_file, m
     result = gpuconv.tune(XS, WS, padding="SAME", backend="emulator", repeats=2)
     expected = [(a.name, a.variant_key) for a in tuning.candidates_of(be, p)]
     assert [(c.algorithm, c.variant) for c in result.candidates] == expected
-    assert len(expected) == 3 + 4 and expected[0] == (be.choose(p).name, "default")
+    # the untuned default first, then every variant of every algorithm that can run p, each once
+    runnable = [a for a in be.algorithms().values() if a.why_not(p) is None]
+    assert {a.name for a in runnable} == {"direct", "gemm", "implicit_gemm"}
+    assert expected[0] == (be.choose(p).name, "default") and len(set(expected)) == len(expected)
+    assert set(expected) == {(v.name, v.variant_key) for a in runnable for v in a.variants(p)}
     assert all(c.rejected is None and len(c.times_s) == 2 for c in result.candidates)
     assert result.winner.median_s == min(c.median_s for c in result.candidates)
     assert result.cache_file == cache_file
@@ -260,13 +264,16 @@ def test_cupy_side_times_with_events_on_the_current_stream(cache_file, monkeypat
         p = problem(ws=(1, 1, 4, 8))
         monkeypatch.setattr(algorithms.GemmLaunches, "TUNING", algorithms.GemmLaunches.TUNING[:1])
         monkeypatch.setattr(algorithms.Direct, "TUNING", ())
+        rule_only = algorithms.ImplicitGemm.variants
+        monkeypatch.setattr(algorithms.ImplicitGemm, "variants", lambda self, p: rule_only(self, p)[:1])
         result = tuning.tune_problem(be, p, repeats=3, warmup=1)
     finally:
         cupy_backend.clear_caches()
     assert result.device == {"name": "Fake GPU", "compute_capability": "9.0", "runtime": "13000", "driver": "13000"}
     n = len(result.candidates)
-    # gemm1x1 (auto) and gemm, each default + one tile; direct default
-    assert n == 5 and all(c.rejected is None and len(c.times_s) == 3 for c in result.candidates)
+    # gemm1x1 (auto) and gemm, each default + one tile; direct default; implicit_gemm's rule choice
+    assert [c.algorithm for c in result.candidates].count("implicit_gemm") == 1
+    assert n == 6 and all(c.rejected is None and len(c.times_s) == 3 for c in result.candidates)
     assert sum(c == ("event", "record") for c in calls) == 2 * 3 * n
     assert sum(c == ("sync", "event") for c in calls) == 3 * n          # one wait per timed run
     (entry,) = entries(cache_file).values()

@@ -427,11 +427,13 @@ class ImplicitGemm(CudaAlgorithm):
         order = [(tiles, split), (tiles, 1)] + [(t, 1) for t in IGEMM_TILES if t != tiles]
         order += [(tiles, s) for s in (2, 4, 8, 16) if s != split]
         order = list(dict.fromkeys(order))
-        found, reasons = [], []
+        found, reasons, slices_seen = [], [], set()
         for t, s in order:
             algo = self.configured(t, s, p)
-            if s > 1 and algo.splits(p)[1] < 2:
-                continue  # too few reduction tiles to split
+            slices = algo.splits(p)[1]
+            if (s > 1 and slices < 2) or (t, slices) in slices_seen:
+                continue  # too few reduction tiles to split, or the same slices as a smaller split
+            slices_seen.add((t, slices))
             why = algo.why_not(p)
             if why is None:
                 found.append(algo)
