@@ -313,19 +313,26 @@ GPUCONV_RUNTIME inline void async_copy(void* dst, const void* src, int bytes, in
 GPUCONV_RUNTIME inline void async_land(int keep) {
     Fiber* self = rt().current;
     auto& q = self->copies;
+    // The queue is the runtime's, but std::vector's code is instrumented (a template instantiated in the
+    // kernel's file): unchecked, or its reads of the Fiber (the last one ends where the heap's next block,
+    // maybe an argument's red zone, begins) would be reported as the kernel's. The copies are checked.
+    const bool checking = gpuconv_san::pause();
     while (self->copies_landed < q.size()) {
         const PendingCopy c = q[self->copies_landed];
         if (keep >= 0 && uint64_t(c.group) + unsigned(keep) >= self->commits) break;
         ++self->copies_landed;
+        gpuconv_san::resume(checking);
         gpuconv_san::async_landing(c.dst, unsigned(c.bytes));
         if (c.bytes == 16) async_copy_chunk<16>(c.dst, c.src, c.src_bytes);
         else if (c.bytes == 8) async_copy_chunk<8>(c.dst, c.src, c.src_bytes);
         else async_copy_chunk<4>(c.dst, c.src, c.src_bytes);
+        gpuconv_san::pause();
     }
     if (self->copies_landed == q.size()) {
         q.clear();
         self->copies_landed = 0;
     }
+    gpuconv_san::resume(checking);
 }
 
 GPUCONV_RUNTIME inline void async_commit() { ++rt().current->commits; }
