@@ -155,3 +155,42 @@ def test_gradients_stay_within_the_numpy_workspace(xs, ws, strides, monkeypatch)
         # Beyond the bound: the result, the filters' re-arranged copy and NumPy's fixed-size iterator buffers.
         allowed = budget + result_bytes + 2 * w.nbytes + (128 << 10)
         assert peak <= allowed, f"peak {peak} bytes > {allowed} (bound {budget} + result {result_bytes})"
+
+
+@pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
+def test_forward_conv_input_gradient_equals_the_per_tap_one(case):
+    """The stride-1 input gradient as a forward convolution (flipped, channel-swapped filters) gives the
+    per-tap GEMMs' result: groups, depthwise multipliers, dilations, asymmetric padding, NCHW."""
+    x, w, dy = _operands(case, seed=4)
+    args = (case.strides, case.padding, case.data_format, case.dilations)
+    algo = gpuconv.gradients.gradient_algorithms("numpy", "input")["forward-conv"]
+    p = gpuconv.parse_problem(x.shape, x.dtype, w.shape, w.dtype, *args)[0]
+    if algo.why_not(p) is not None:
+        pytest.skip(f"forward-conv: {algo.why_not(p)}")
+    got = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="forward-conv")
+    want = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="gemm")
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+
+
+def test_input_gradient_auto_rule():
+    """auto takes the forward convolution where it runs as Winograd/pointwise/depthwise, else the per-tap
+    GEMMs; a stride or padding beyond the filter's extent is refused with the reason."""
+    from gpuconv.gradients import _pick
+
+    def picked(xs, ws, strides=1, padding="SAME"):
+        dt = np.float32
+        p = gpuconv.parse_problem(xs, dt, ws, dt, strides, padding)[0]
+        return _pick("input", "numpy", "auto", p, ())[1].name
+    assert picked((8, 28, 28, 64), (3, 3, 64, 64)) == "forward-conv"      # Winograd
+    assert picked((8, 14, 14, 64), (1, 1, 64, 256)) == "forward-conv"     # pointwise
+    assert picked((8, 28, 28, 32), (3, 3, 1, 32)) == "forward-conv"       # depthwise
+    assert picked((8, 7, 7, 512), (3, 3, 512, 512)) == "gemm"             # forward would be im2col + GEMM
+    assert picked((8, 32, 32, 3), (3, 3, 3, 16), padding="VALID") == "gemm"  # Winograd on 3 channels
+    assert picked((8, 28, 28, 64), (3, 3, 64, 64), strides=2) == "gemm"
+    x, w = np.zeros((1, 6, 6, 2), np.float32), np.zeros((3, 3, 2, 4), np.float32)
+    dy = np.zeros((1, 2, 2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"forward-conv.*strides \(2, 2\)"):
+        conv2d_backprop_input(x.shape, w, dy, 2, "VALID", algorithm="forward-conv")
+    dy = np.zeros((1, 10, 10, 4), np.float32)
+    with pytest.raises(ValueError, match=r"negative padding"):
+        conv2d_backprop_input(x.shape, w, dy, 1, [[0, 0], [3, 3], [3, 3], [0, 0]], algorithm="forward-conv")

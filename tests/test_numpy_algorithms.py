@@ -206,8 +206,11 @@ def test_auto_rule():
                                        "NHWC", dilations)[0]).name
     assert pick((1, 8, 8, 64), (1, 1, 64, 64)) == "pointwise"
     assert pick((1, 8, 8, 32), (3, 3, 1, 32)) == "depthwise"
-    assert pick((1, 8, 8, 64), (3, 3, 64, 64)) == "winograd"
-    assert pick((1, 8, 8, 128), (3, 3, 4, 128)) == "winograd"     # ResNeXt groups, bundled
+    assert pick((2, 32, 32, 64), (3, 3, 64, 64)) == "winograd"
+    assert pick((2, 32, 32, 128), (3, 3, 4, 128)) == "winograd"   # ResNeXt groups, bundled
+    assert pick((8, 7, 7, 512), (3, 3, 512, 512)) == "gemm"      # 7x7: tiles round up to 8x8
+    assert pick((1, 14, 14, 256), (3, 3, 256, 256)) == "gemm"    # 49 tiles: too few
+    assert pick((6, 14, 14, 256), (3, 3, 256, 256)) == "winograd"
     assert pick((1, 8, 8, 3), (3, 3, 3, 16)) == "gemm"            # C = 3: reduction too short
     assert pick((1, 8, 8, 64), (3, 3, 64, 64), strides=2) == "gemm"
     assert pick((1, 8, 8, 64), (3, 3, 64, 64), dilations=2) == "gemm"
@@ -324,7 +327,7 @@ def test_auto_within_bound_on_a_deep_layer(dtype, relu):
     is reported by the benchmark instead."""
     dt = np.dtype(DTYPES[dtype])
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((1, 14, 14, 256))
+    x = rng.standard_normal((6, 14, 14, 256))   # 294 output tiles: enough for auto's Winograd
     x = (np.maximum(x, 0) if relu else x).astype(dt)
     w = (rng.standard_normal((3, 3, 256, 256)) / 48).astype(dt)
     p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, 1, "SAME")[0]

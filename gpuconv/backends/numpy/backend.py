@@ -15,6 +15,10 @@ from .ieee import ieee
 from .pointwise import Pointwise
 from .winograd import Winograd, bundle_size
 
+# auto's Winograd limits (see NumpyBackend.choose): output side and 2x2 output tiles over the batch
+WINOGRAD_MIN_SIDE = 14
+WINOGRAD_MIN_TILES = 256
+
 
 class NumpyBackend(Backend):
     name = "numpy"
@@ -29,15 +33,20 @@ class NumpyBackend(Backend):
 
     def auto_rule(self) -> str:
         return ("pointwise for 1x1/stride 1/unpadded; depthwise when CG=1; winograd for 3x3 stride-1 "
-                "undilated layers whose per-GEMM reduction (input channels of a bundle of groups) is >= 16; "
-                "gemm otherwise")
+                "undilated layers whose per-GEMM reduction (input channels of a bundle of groups) is >= 16, "
+                f"whose output is at least {WINOGRAD_MIN_SIDE} pixels on each side and at least "
+                f"{WINOGRAD_MIN_TILES} 2x2 tiles in all; gemm otherwise")
 
     def choose(self, p: ConvProblem) -> Algorithm:
         order = [self._algos[n] for n in ("pointwise", "depthwise", "winograd", "gemm")]
         # With a handful of input channels (the seed case's RGB, C = 3) Winograd's GEMMs have a
         # reduction of 3 and run far from peak, while im2col's reduction is 9x longer: measured 2x
         # slower than gemm at C = 3, faster from C = 16 up (bench/tune_numpy.py).
-        if bundle_size(p) * p.CG < 16:
+        # Small images: F(2x2,3x3) tiles round 7x7 up to 8x8 (31% more work) and few tiles leave its
+        # transforms and 16 GEMMs short: measured 1.2-1.9x gemm's time at 7x7 (N = 1, 8, 32) and at 14x14
+        # with N = 1, 0.5-0.63x at 14x14 and 28x28 with N = 8 (C = K = 128-512, 2-core AVX2 host).
+        tiles = p.N * -(-p.OH // 2) * -(-p.OW // 2)
+        if bundle_size(p) * p.CG < 16 or min(p.OH, p.OW) < WINOGRAD_MIN_SIDE or tiles < WINOGRAD_MIN_TILES:
             order.remove(self._algos["winograd"])
         return pick_first(order, p, self.auto_rule())
 
