@@ -19,7 +19,7 @@
 //   hold; IGEMM_VEC=0 chooses per launch (odd channel counts, NCHW, unaligned arrays);
 //   split_tiles: reduction tiles (IGEMM_BK each) per blockIdx.z slice. When it covers R (one slice)
 //   the block writes y; otherwise blockIdx.z = g*splits + s and the block writes its partial sums to
-//   part, and split_k_reduce.cu adds the slices in a fixed order (deterministic, no atomics).
+//   part, and splitk_reduce.cu adds the slices in a fixed order (deterministic, no atomics).
 //
 // Tiling: the block computes an IGEMM_BM x IGEMM_BN tile of C; each warp an IGEMM_WM x IGEMM_WN tile,
 //   its lanes arranged LANES_M x LANES_N = (WM/TM) x (WN/TN); each thread an IGEMM_TM x IGEMM_TN
@@ -215,7 +215,7 @@ __device__ __forceinline__ I output_row(const ConvProblem& p, int m, int g) {
 
 // Without split-K (split_tiles covers R), y = the register tile, rounded once. With it, slice
 // s = blockIdx.z % splits sums reduction tiles [s*split_tiles, (s+1)*split_tiles) into
-// part[s][g][m][k] (contiguous, accumulator type), which split_k_reduce.cu sums in slice order.
+// part[s][g][m][k] (contiguous, accumulator type), which splitk_reduce.cu sums in slice order.
 template <typename T, typename I>
 __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ x, const T* __restrict__ w,
                                      T* __restrict__ y, typename Acc<T>::type* __restrict__ part, int vec_a,

@@ -1,4 +1,4 @@
-"""The implicit-GEMM algorithm (kernels/implicit_gemm.cu, igemm_tiles.cuh, split_k_reduce.cu): every tile
+"""The implicit-GEMM algorithm (kernels/implicit_gemm.cu, igemm_tiles.cuh, splitk_reduce.cu): every tile
 configuration and split-K factor on every dtype and index width on the emulator, exact on small integers;
 its variants, rule, shared-memory sizing and launches; the pipeline under the sanitizer and in shuffled
 thread order; NVRTC compiles of every configuration without spills."""
@@ -65,7 +65,7 @@ def test_every_configuration_and_split_is_exact_on_every_dtype(monkeypatch, tile
             rec.launches.clear()
             run_exact(be, algo, case, dtype)
             files = [launch.file for launch in rec.launches]
-            assert files == (["implicit_gemm", "split_k_reduce"] if split > 1 else ["implicit_gemm"])
+            assert files == (["implicit_gemm", "splitk_reduce"] if split > 1 else ["implicit_gemm"])
             vec = ("IGEMM_VEC", 0) not in rec.launches[0].defines
             if np.dtype(dtype).itemsize <= 4:  # malloc's 16-byte alignment holds 4 elements (doubles need 32)
                 assert vec == (case["fmt"] == "NHWC")
@@ -82,7 +82,7 @@ def test_index_width_of_both_kernels(monkeypatch, force64):
         p = problem(CASES[0]["xs"], CASES[0]["ws"], dtype=dtype)
         run_exact(be, base.configured("64x64", 2, p), CASES[0], dtype)
     assert {launch.kernel.rsplit("_", 1)[1] for launch in rec.launches} == {"i64" if force64 else "i32"}
-    assert {launch.file for launch in rec.launches} == {"implicit_gemm", "split_k_reduce"}
+    assert {launch.file for launch in rec.launches} == {"implicit_gemm", "splitk_reduce"}
 
 
 @needs_emulator

@@ -469,7 +469,7 @@ class ImplicitGemm(CudaAlgorithm):
         # a module with the vector path alone where both hold (the common case), else the general one
         defines = self.defines + (() if vec_a and vec_b else (("IGEMM_VEC", 0),))
         conv = conv_problem_struct(p)
-        threads = self.macro("split_k_reduce", "SPLIT_K_REDUCE_THREADS")
+        threads = self.macro("splitk_reduce", "SPLITK_THREADS")
         total = p.G * p.M * p.KG
         blocks = grid_stride_blocks(total, threads)
         bits = self.bits(*self.index_spans(p), grid_stride_end(total, blocks, threads) if slices > 1 else 0)
@@ -479,7 +479,7 @@ class ImplicitGemm(CudaAlgorithm):
             args=(conv, x, w, out, part, np.int32(vec_a), np.int32(vec_b), np.int32(per)), defines=defines))
         if slices > 1:
             self.backend.launch(Launch(
-                file="split_k_reduce", kernel=entry_name("conv_splitk_reduce", p.dtype, bits), grid=(blocks, 1, 1),
+                file="splitk_reduce", kernel=entry_name("conv_splitk_reduce", p.dtype, bits), grid=(blocks, 1, 1),
                 block=(threads, 1, 1), shared_mem=0, args=(conv, part, out, np.int32(slices))))
 
 
