@@ -83,8 +83,9 @@ class _ForwardConvInputGradient(Algorithm):
 
     def slower(self, p: ConvProblem) -> Optional[str]:
         """Why auto prefers the per-tap GEMMs for p (None: this is faster)."""
-        if p.is_empty or self.why_not(p) is not None:
-            return self.why_not(p) or "nothing to compute"
+        why = self.why_not(p) or ("nothing to compute" if p.is_empty else None)
+        if why is not None:
+            return why
         dy_shape = p.output_shape if p.layout == "NHWC" else (p.N, p.K, p.OH, p.OW)
         fwd = parse_problem(dy_shape, p.dtype, (p.KH, p.KW, p.KG, p.C), p.dtype, 1, self.padding(p), p.layout,
                             (p.DH, p.DW))[0]

@@ -15,7 +15,7 @@ from ... import config
 from ...dtypes import accumulator
 from ...problem import ConvProblem
 from ..base import Algorithm
-from .launch import INDEX32_LIMIT, Launch, entry_name, grid_stride_end, index_bits
+from .launch import Launch, entry_name, grid_stride_end, index_bits, launch_limit_reason
 from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, layout_strides, make_struct
 from .sources import default_macros, load_source, source_hash
 
@@ -226,18 +226,13 @@ class GemmLaunches(CudaAlgorithm):
                       block=(self.threads, 1, 1), shared_mem=0, args=(q, a, w, out), defines=self.defines_for("gemm"))
 
     def grid_reason(self, p: ConvProblem, M: int) -> Optional[str]:
-        gy = -(-p.KG // self.BN)
-        if p.G > 65535 or gy > 65535 or -(-M // self.BM) > 2 ** 31 - 1:
-            return f"grid ({-(-M // self.BM)}, {gy}, {p.G}) exceeds CUDA's limits (2^31-1, 65535, 65535)"
+        gx, gy = -(-M // self.BM), -(-p.KG // self.BN)
         # gemm.cu's row, column and reduction indices are int in both index variants: the last tile's
         # row (m_tile + ml, up to M rounded up to whole tiles), the output row c_m0 + m (< N*OH*OW)
         # and the reduction step r0 + GEMM_BK must all fit.
-        ints = {"rows of whole tiles": -(-M // self.BM) * self.BM, "N*OH*OW": p.M,
+        ints = {"rows of whole tiles": gx * self.BM, "N*OH*OW": p.M,
                 "columns of whole tiles": gy * self.BN, "R + GEMM_BK": p.R + self.macro("gemm", "GEMM_BK")}
-        for what, v in ints.items():
-            if v > INDEX32_LIMIT:
-                return f"{what} = {v} overflows gemm.cu's 32-bit int indices (at most {INDEX32_LIMIT})"
-        return None
+        return launch_limit_reason((gx, gy, p.G), ints, "gemm")
 
 
 class PointwiseGemm(GemmLaunches):
@@ -391,14 +386,12 @@ class ImplicitGemm(CudaAlgorithm):
         if self.tiles is None:
             return self.variants_or_reason(p)[1]
         gx, gy, gz = self.grid(p)
-        if gx > 2 ** 31 - 1 or gy > 65535 or gz > 65535:
-            return f"grid ({gx}, {gy}, {gz}) exceeds CUDA's limits (2^31-1, 65535, 65535)"
         # row, column and reduction indices are int in both index variants
         ints = {"rows of whole tiles": gx * self.tile("BM"), "columns of whole tiles": gy * self.tile("BN"),
                 "R + IGEMM_BK": p.R + self.tile("BK")}
-        for what, v in ints.items():
-            if v > INDEX32_LIMIT:
-                return f"{what} = {v} overflows implicit_gemm.cu's 32-bit int indices (at most {INDEX32_LIMIT})"
+        why = launch_limit_reason((gx, gy, gz), ints, self.file)
+        if why is not None:
+            return why
         smem, limit = self.shared_bytes(p), self.backend.shared_limit()
         if smem > limit:
             return f"{smem} bytes of shared memory for tiles {self.tiles}, more than the {limit} a block may use"

@@ -8,6 +8,7 @@ the 32/64-bit index choice — is this module's, so CI exercises all of it witho
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -92,6 +93,18 @@ def index_bits(*element_spans: int, force64: bool = False) -> int:
     so the bound is on element offsets: the largest span any array or workspace covers.
     """
     return 64 if force64 or max(element_spans, default=0) > INDEX32_LIMIT else 32
+
+
+def launch_limit_reason(grid: tuple[int, int, int], int_indices: dict[str, int], file: str) -> Optional[str]:
+    """Why `grid` cannot launch (CUDA's grid limits) or `file`.cu cannot index the problem (each named
+    quantity must fit the int its kernels keep it in, in both index variants); None when both hold."""
+    gx, gy, gz = grid
+    if gx > 2 ** 31 - 1 or gy > 65535 or gz > 65535:
+        return f"grid ({gx}, {gy}, {gz}) exceeds CUDA's limits (2^31-1, 65535, 65535)"
+    for what, v in int_indices.items():
+        if v > INDEX32_LIMIT:
+            return f"{what} = {v} overflows {file}.cu's 32-bit int indices (at most {INDEX32_LIMIT})"
+    return None
 
 
 def grid_stride_end(total: int, blocks: int, threads: int) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 from ...dtypes import bfloat16
 from ...problem import ConvProblem
 from .algorithms import CudaAlgorithm, _address, problem_sizes
-from .launch import INDEX32_LIMIT, Launch, entry_name
+from .launch import Launch, entry_name, launch_limit_reason
 from .params import conv_problem_struct, layout_strides
 
 # The oldest architecture each input type runs on, as (major, minor).
@@ -81,14 +81,12 @@ class TensorCoreGemm(CudaAlgorithm):
             return (f"input and output channels per group must be multiples of {CHANNEL_MULTIPLE} (got "
                     f"CG={p.CG}, KG={p.KG})")
         gx, gy, gz = self.grid(p)
-        if gx > 2 ** 31 - 1 or gy > 65535 or gz > 65535:
-            return f"grid ({gx}, {gy}, {gz}) exceeds CUDA's limits (2^31-1, 65535, 65535)"
         # row, column and reduction indices are int in both index variants
         ints = {"rows of whole tiles": gx * self.tile("BM"), "columns of whole tiles": gy * self.tile("BN"),
                 "R + a reduction tile": p.R + self.tile("BK_BYTES")}
-        for what, v in ints.items():
-            if v > INDEX32_LIMIT:
-                return f"{what} = {v} overflows tensor_core_gemm.cu's 32-bit int indices (at most {INDEX32_LIMIT})"
+        why = launch_limit_reason((gx, gy, gz), ints, self.file)
+        if why is not None:
+            return why
         smem, limit = self.configured(p).shared_bytes(p), self.backend.shared_limit()
         if smem > limit:
             return f"{smem} bytes of shared memory, more than the {limit} a block may use"
