@@ -6,16 +6,9 @@ For y = conv2d(x, w) and an upstream gradient dy of y's shape:
     conv2d_transpose(dy, w, x.shape)       = dL/dx   (tf.nn.conv2d_transpose: the same operation)
     conv2d_grads(x, w, dy)                 = (dL/dx, dL/dw)
 
-Both are sums over the filter taps of one GEMM each, over blocks of output pixels whose size the NumPy
-workspace bound sets (as for the forward pass): for tap (kh, kw), the output pixels whose input pixel
-(oh*SH + kh*DH - PT, ow*SW + kw*DW - PL) is inside the image contribute
-    dx[input pixels, group g] += dy[pixels, g] @ w[kh, kw, :, g]^T        (backprop input: a scatter-add
-                                                                           through a strided view; one
-                                                                           tap never hits a pixel twice)
-    dw[kh, kw, :, g]          += x[input pixels, g]^T @ dy[pixels, g]     (backprop filter)
-batched over groups. Half types accumulate in float32 (dx and dw whole, in float32) and are rounded once.
-With stride 1 the input gradient is also a forward convolution ("forward-conv", see its class), which auto
-takes where the numpy backend runs that convolution faster than the per-tap GEMMs.
+The algorithms: backends/numpy/gradients.py (GEMM formulations over blocks of output pixels bounded by the
+NumPy workspace, as for the forward pass: col2im, im2col, per-tap GEMMs, the stride-1 input gradient as a
+forward convolution, depthwise) and backends/cuda/gradients.py (the kernels of both CUDA backends).
 
 backend= / algorithm= work as for conv2d: "auto" runs CuPy arrays on the cupy backend and everything else
 on numpy; the CUDA backends' algorithms are in backends/cuda/gradients.py. The result has the array type
@@ -27,100 +20,19 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import config
 from .api import _as_array, _is_cupy, _like
 from .arg_types import IntOrInts, Padding
 from .backends import check_backend_name, get_backend, unusable_reason
-from .backends.base import Algorithm, pick_first
-from .backends.numpy.ieee import ieee as _ieee
-from .backends.numpy.slabs import nhwc_view, taps as _taps
-from .chunks import output_blocks
-from .dtypes import accumulator
+from .backends.base import Algorithm
 from .problem import ConvProblem, parse_problem
-
-
-class _NumpyGradient(Algorithm):
-    def __init__(self, which: str):
-        self.which = which
-        self.name = "gemm"
-        self.summary = ("per filter tap, one GEMM per block of output pixels within the NumPy workspace "
-                        + ("(dy @ w^T added into dx)" if which == "input" else "(x^T @ dy added into dw)"))
-
-    def run(self, p: ConvProblem, a: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        dy = dy.astype(p.dtype, copy=False)
-        if self.which == "input":
-            return _backprop_input(p, np.ascontiguousarray(a, p.dtype), dy)
-        return _backprop_filter(p, a.astype(p.dtype, copy=False), dy)
-
-
-class _ForwardConvInputGradient(Algorithm):
-    """With stride 1, dx is itself a forward convolution: of dy with the filters flipped in space and their
-    channels swapped within each group (w'[kh, kw, k, g*CG + c] = w[KH-1-kh, KW-1-kw, c, g*KG + k]), the
-    same dilation, and padding (KH-1)*DH - PT above, (KH-1)*DH - PB below (likewise across), so that the
-    numpy backend's own conv2d algorithms (Winograd, pointwise, GEMM with its batch split) compute it."""
-    name = "forward-conv"
-    summary = ("stride 1, where the numpy backend would run that forward convolution as Winograd, pointwise or "
-               "depthwise: the forward convolution of dy with the flipped, channel-swapped filters")
-
-    @staticmethod
-    def pads(p: ConvProblem) -> tuple[int, int, int, int]:
-        eh, ew = (p.KH - 1) * p.DH, (p.KW - 1) * p.DW
-        return eh - p.PT, eh - p.PB, ew - p.PL, ew - p.PR
-
-    @classmethod
-    def padding(cls, p: ConvProblem) -> list:
-        pt, pb, pl, pr = cls.pads(p)
-        spatial = [[pt, pb], [pl, pr]]
-        return [[0, 0]] + spatial + [[0, 0]] if p.layout == "NHWC" else [[0, 0], [0, 0]] + spatial
-
-    def why_not(self, p: ConvProblem) -> Optional[str]:
-        if (p.SH, p.SW) != (1, 1):
-            return f"strides ({p.SH}, {p.SW}): only stride 1 makes the input gradient a forward convolution"
-        if min(self.pads(p)) < 0:
-            return (f"padding ({p.PT}, {p.PB}, {p.PL}, {p.PR}) beyond the dilated filter's extent "
-                    f"({(p.KH - 1) * p.DH}, {(p.KW - 1) * p.DW}) would need negative padding")
-        return None
-
-    def slower(self, p: ConvProblem) -> Optional[str]:
-        """Why auto prefers the per-tap GEMMs for p (None: this is faster)."""
-        why = self.why_not(p) or ("nothing to compute" if p.is_empty else None)
-        if why is not None:
-            return why
-        dy_shape = p.output_shape if p.layout == "NHWC" else (p.N, p.K, p.OH, p.OW)
-        fwd = parse_problem(dy_shape, p.dtype, (p.KH, p.KW, p.KG, p.C), p.dtype, 1, self.padding(p), p.layout,
-                            (p.DH, p.DW))[0]
-        # measured (bench layers, batch 8, 2-core AVX2 host): through Winograd, pointwise or depthwise
-        # 0.4-0.8x the per-tap GEMMs' time; through im2col + GEMM 1.1-3.4x (the im2col copy and the
-        # flipped filters' copy, which the per-tap GEMMs do without)
-        chosen = get_backend("numpy").choose(fwd).name
-        if chosen == "gemm":
-            return ("its forward convolution would run as im2col + GEMM, slower than the per-tap GEMMs "
-                    "(no im2col copy)")
-        if chosen == "winograd" and p.CG < 16:
-            # the seed case's input gradient: Winograd with 3 output channels, 3.3x the per-tap GEMMs
-            return f"Winograd with {p.CG} output channels per group is slower than the per-tap GEMMs"
-        return None
-
-    def run(self, p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        from .api import conv2d
-        wf = (w.reshape(p.KH, p.KW, p.CG, p.G, p.KG)[::-1, ::-1].transpose(0, 1, 4, 3, 2)
-              .reshape(p.KH, p.KW, p.KG, p.C))
-        return conv2d(dy, np.ascontiguousarray(wf, p.dtype), 1, self.padding(p), p.layout, (p.DH, p.DW),
-                      backend="numpy")
-
-
-NUMPY_AUTO_RULE = ("input: forward-conv for stride 1 where the numpy backend would run that convolution as "
-                   "Winograd (with >= 16 channels per group), pointwise or depthwise, else gemm; filter: gemm")
-_NUMPY_GRADIENTS = {"input": {"forward-conv": _ForwardConvInputGradient(), "gemm": _NumpyGradient("input")},
-                    "filter": {"gemm": _NumpyGradient("filter")}}
 
 
 def gradient_algorithms(backend: str, which: str) -> dict[str, Algorithm]:
     """The algorithms of backend `backend` for the "input" or "filter" gradient."""
     check_backend_name(backend, " for gradient_algorithms()")
-    if which not in _NUMPY_GRADIENTS:
+    if which not in ("input", "filter"):
         raise ValueError(f"which={which!r} is not allowed: expected 'input' or 'filter'")
-    return dict(_NUMPY_GRADIENTS[which]) if backend == "numpy" else get_backend(backend).gradient_algorithms(which)
+    return get_backend(backend).gradient_algorithms(which)
 
 
 def _pick(which: str, backend, algorithm, p: ConvProblem, arrays) -> tuple[str, Algorithm]:
@@ -137,10 +49,7 @@ def _pick(which: str, backend, algorithm, p: ConvProblem, arrays) -> tuple[str, 
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or one of {sorted(algos)}")
     if algorithm == "auto":
-        if backend != "numpy":
-            return backend, pick_first(list(algos.values()), p, get_backend(backend).gradient_auto_rule(which))
-        order = [a for a in algos.values() if getattr(a, "slower", lambda p: None)(p) is None]
-        return backend, pick_first(order, p, NUMPY_AUTO_RULE)
+        return backend, get_backend(backend).choose_gradient(which, p)
     if algorithm not in algos:
         raise ValueError(f"algorithm={algorithm!r} is not allowed for the {which} gradient on backend "
                          f"{backend!r}: expected 'auto' or one of {sorted(algos)}")
@@ -192,59 +101,6 @@ def _problem(x_shape, w_shape, dtype, dy, strides, padding, data_format, dilatio
     if dy.dtype != p.dtype:
         raise TypeError(f"out_backprop has dtype {dy.dtype}; expected {p.dtype}, the dtype of the other operand")
     return p, batch
-
-
-def _tap_slices(p: ConvProblem, dyv: np.ndarray, ct):
-    """For every output block within the workspace bound (per pixel: one dy row and one input row in the
-    accumulator, and their copies) and every filter tap reading inside the image: (kh, kw, images, input
-    rows, input columns, the block's dy pixels of that tap in the accumulator type)."""
-    per_pixel = ct.itemsize * (p.K + p.C) * 2
-    for block in output_blocks(p, per_pixel, config.numpy_workspace_bytes()):
-        n0, n1, oh0, oh1, ow0, ow1 = block
-        for kh, kw, (a, b), (c, d), rows, cols in _taps(p, block):
-            if rows is not None and cols is not None:
-                g = dyv[n0:n1, oh0 + a:oh0 + b, ow0 + c:ow0 + d].astype(ct, copy=False)
-                yield kh, kw, slice(n0, n1), rows, cols, g
-
-
-def _backprop_input(p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    ct = accumulator(p.dtype)
-    wt = w.astype(ct, copy=False).reshape(p.KH, p.KW, p.CG, p.G, p.KG).transpose(0, 1, 3, 4, 2)  # [.., G, KG, CG]
-    dyv = nhwc_view(dy.reshape((p.N,) + dy.shape[-3:]), p.layout)
-    dx = np.zeros((p.N, p.H, p.W, p.C), ct)
-    with _ieee():
-        for kh, kw, images, rows, cols, g in _tap_slices(p, dyv, ct):
-            target = dx[images, rows, cols]
-            if p.CG == 1 and p.KG == 1:                          # depthwise: no GEMM, a product
-                target += g * wt[kh, kw, :, 0, 0]
-                continue
-            m = int(np.prod(g.shape[:3]))
-            contrib = np.matmul(g.reshape(m, p.G, p.KG).transpose(1, 0, 2), wt[kh, kw])  # [G, m, CG]
-            target += contrib.transpose(1, 0, 2).reshape(target.shape)
-    if p.layout == "NHWC" and dx.dtype == p.dtype:
-        return dx
-    x_shape = (p.N, p.H, p.W, p.C) if p.layout == "NHWC" else (p.N, p.C, p.H, p.W)
-    out = np.empty(x_shape, p.dtype)
-    nhwc_view(out, p.layout)[...] = dx
-    return out
-
-
-def _backprop_filter(p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    ct = accumulator(p.dtype)
-    xv = nhwc_view(x.reshape((p.N,) + x.shape[-3:]), p.layout)
-    dyv = nhwc_view(dy.reshape((p.N,) + dy.shape[-3:]), p.layout)
-    dw = np.zeros((p.KH, p.KW, p.G, p.CG, p.KG), ct)
-    with _ieee():
-        for kh, kw, images, rows, cols, g in _tap_slices(p, dyv, ct):
-            if p.CG == 1:   # depthwise: per channel a dot product over the pixels (a batched matmul of 1x1
-                # results would loop in NumPy's slow path), one einsum pass over the views
-                xs = xv[images, rows, cols].astype(ct, copy=False)
-                dw[kh, kw, :, 0] += np.einsum("nhwg,nhwgk->gk", xs, g.reshape(g.shape[:3] + (p.G, p.KG)))
-                continue
-            m = int(np.prod(g.shape[:3]))
-            xs = xv[images, rows, cols].astype(ct, copy=False).reshape(m, p.G, p.CG).transpose(1, 2, 0)  # [G, CG, m]
-            dw[kh, kw] += np.matmul(xs, g.reshape(m, p.G, p.KG).transpose(1, 0, 2))                     # [G, m, KG]
-    return dw.transpose(0, 1, 3, 2, 4).reshape(p.KH, p.KW, p.CG, p.K).astype(p.dtype)
 
 
 def conv2d_backprop_input(input_sizes, filters, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",

@@ -181,7 +181,7 @@ def test_backend_and_algorithm_arguments():
                                          r"'emulator': expected 'auto' or one of \['depthwise', 'splitk-gemm'\]"):
         conv2d_backprop_filter(x, w.shape, dy, **case.kwargs(), backend="emulator", algorithm="gather")
     with pytest.raises(ValueError, match=r"algorithm='splitk-gemm' is not allowed for the input gradient on "
-                                         r"backend 'numpy': expected 'auto' or one of \['forward-conv', 'gemm'\]"):
+                                         r"backend 'numpy': expected 'auto' or one of \['col2im', 'forward-conv', 'gemm'\]"):
         conv2d_backprop_input(x.shape, w, dy, **case.kwargs(), backend="numpy", algorithm="splitk-gemm")
     with pytest.raises(ValueError, match=r"backend='tpu' is not allowed: expected 'auto' or one of"):
         conv2d_backprop_input(x.shape, w, dy, **case.kwargs(), backend="tpu")

@@ -131,15 +131,21 @@ GRAD_WS_CASES = [((2, 40, 40, 16), (3, 3, 16, 16), 1), ((2, 40, 40, 16), (3, 3, 
 
 @pytest.mark.parametrize("xs,ws,strides", GRAD_WS_CASES, ids=["3x3", "stride2", "grouped", "depthwise"])
 def test_gradients_stay_within_the_numpy_workspace(xs, ws, strides, monkeypatch):
-    """Both gradients split their GEMMs into pixel blocks sized by the NumPy workspace bound: the peak of
-    NumPy's allocations (tracemalloc) beyond the result stays near the bound, and the result is unchanged."""
+    """Every algorithm of both gradients splits its work into pixel blocks sized by the NumPy workspace bound:
+    the peak of NumPy's allocations (tracemalloc) beyond the result stays near the bound, and the result is
+    unchanged."""
     import tracemalloc
     rng = np.random.default_rng(3)
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     dy = rng.standard_normal(gpuconv.conv2d(x, w, strides, "SAME").shape).astype(np.float32)
-    calls = [(lambda: conv2d_backprop_input(xs, w, dy, strides, "SAME"), x.nbytes),
-             (lambda: conv2d_backprop_filter(x, ws, dy, strides, "SAME"), w.nbytes)]
+    p = gpuconv.parse_problem(xs, x.dtype, ws, w.dtype, strides, "SAME")[0]
+    algos = {which: [a for a, algo in gpuconv.gradients.gradient_algorithms("numpy", which).items()
+                     if algo.why_not(p) is None] for which in ("input", "filter")}
+    calls = [(lambda a=a: conv2d_backprop_input(xs, w, dy, strides, "SAME", algorithm=a), x.nbytes)
+             for a in algos["input"]]
+    calls += [(lambda a=a: conv2d_backprop_filter(x, ws, dy, strides, "SAME", algorithm=a), w.nbytes)
+              for a in algos["filter"]]
     unbounded = [f() for f, _ in calls]
     budget = 64 << 10
     monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", budget)
@@ -157,24 +163,36 @@ def test_gradients_stay_within_the_numpy_workspace(xs, ws, strides, monkeypatch)
         assert peak <= allowed, f"peak {peak} bytes > {allowed} (bound {budget} + result {result_bytes})"
 
 
+NUMPY_GRADIENT_ALGORITHMS = [(which, name) for which in ("input", "filter")
+                             for name in gpuconv.gradients.gradient_algorithms("numpy", which) if name != "gemm"]
+
+
+@pytest.mark.parametrize("which,name", NUMPY_GRADIENT_ALGORITHMS, ids=[f"{w}-{n}" for w, n in NUMPY_GRADIENT_ALGORITHMS])
 @pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
-def test_forward_conv_input_gradient_equals_the_per_tap_one(case):
-    """The stride-1 input gradient as a forward convolution (flipped, channel-swapped filters) gives the
-    per-tap GEMMs' result: groups, depthwise multipliers, dilations, asymmetric padding, NCHW."""
+def test_numpy_gradient_algorithms_equal_the_per_tap_gemms(case, which, name):
+    """Every NumPy gradient algorithm (col2im, im2col, depthwise, the stride-1 input gradient as a forward
+    convolution) gives the per-tap GEMMs' result: groups, depthwise multipliers, strides, dilations,
+    asymmetric padding, NCHW."""
     x, w, dy = _operands(case, seed=4)
     args = (case.strides, case.padding, case.data_format, case.dilations)
-    algo = gpuconv.gradients.gradient_algorithms("numpy", "input")["forward-conv"]
+    algo = gpuconv.gradients.gradient_algorithms("numpy", which)[name]
     p = gpuconv.parse_problem(x.shape, x.dtype, w.shape, w.dtype, *args)[0]
     if algo.why_not(p) is not None:
-        pytest.skip(f"forward-conv: {algo.why_not(p)}")
-    got = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="forward-conv")
-    want = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="gemm")
+        pytest.skip(f"{name}: {algo.why_not(p)}")
+    grad = conv2d_backprop_input if which == "input" else conv2d_backprop_filter
+    a = w if which == "input" else x
+    shape = x.shape if which == "input" else w.shape
+    got = grad(*((shape, a) if which == "input" else (a, shape)), dy, *args, algorithm=name)
+    want = grad(*((shape, a) if which == "input" else (a, shape)), dy, *args, algorithm="gemm")
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max())
+    # bit-identical when repeated (worker threads' partial sums are added in batch order)
+    np.testing.assert_array_equal(got, grad(*((shape, a) if which == "input" else (a, shape)), dy, *args,
+                                            algorithm=name))
 
 
 def test_input_gradient_auto_rule():
-    """auto takes the forward convolution where it runs as Winograd/pointwise/depthwise, else the per-tap
-    GEMMs; a stride or padding beyond the filter's extent is refused with the reason."""
+    """auto takes the forward convolution where it runs as Winograd/pointwise/depthwise, col2im for few
+    ungrouped channels, else the per-tap GEMMs; a stride or padding beyond the filter's extent is refused with the reason."""
     from gpuconv.gradients import _pick
 
     def picked(xs, ws, strides=1, padding="SAME"):
@@ -185,8 +203,12 @@ def test_input_gradient_auto_rule():
     assert picked((8, 14, 14, 64), (1, 1, 64, 256)) == "forward-conv"     # pointwise
     assert picked((8, 28, 28, 32), (3, 3, 1, 32)) == "forward-conv"       # depthwise
     assert picked((8, 7, 7, 512), (3, 3, 512, 512)) == "gemm"             # forward would be im2col + GEMM
-    assert picked((8, 32, 32, 3), (3, 3, 3, 16), padding="VALID") == "gemm"  # Winograd on 3 channels
+    assert picked((8, 32, 32, 3), (3, 3, 3, 16), padding="VALID") == "col2im"  # not Winograd on 3 channels
+    assert picked((8, 224, 224, 3), (7, 7, 3, 64), strides=2) == "col2im"     # the stem
+    assert picked((8, 56, 56, 16), (3, 3, 16, 16), strides=2) == "gemm"       # 16 channels
+    assert picked((8, 56, 56, 8), (3, 3, 2, 16), strides=2) == "gemm"         # grouped
     assert picked((8, 28, 28, 64), (3, 3, 64, 64), strides=2) == "gemm"
+    assert picked((8, 56, 56, 32), (3, 3, 1, 32), strides=2) == "gemm"       # depthwise, strided
     x, w = np.zeros((1, 6, 6, 2), np.float32), np.zeros((3, 3, 2, 4), np.float32)
     dy = np.zeros((1, 2, 2, 4), np.float32)
     with pytest.raises(ValueError, match=r"forward-conv.*strides \(2, 2\)"):
@@ -194,3 +216,18 @@ def test_input_gradient_auto_rule():
     dy = np.zeros((1, 10, 10, 4), np.float32)
     with pytest.raises(ValueError, match=r"negative padding"):
         conv2d_backprop_input(x.shape, w, dy, 1, [[0, 0], [3, 3], [3, 3], [0, 0]], algorithm="forward-conv")
+
+
+def test_filter_gradient_auto_rule():
+    """auto: depthwise for one channel per group, im2col for larger-than-1x1 filters over >= 28x28 outputs,
+    else the per-tap GEMMs."""
+    def picked(xs, ws, strides=1):
+        p = gpuconv.parse_problem(xs, np.float32, ws, np.float32, strides, "SAME")[0]
+        return gpuconv.gradients._pick("filter", "numpy", "auto", p, ())[1].name
+    assert picked((8, 56, 56, 32), (3, 3, 1, 32)) == "depthwise"
+    assert picked((8, 56, 56, 32), (3, 3, 1, 64), strides=2) == "depthwise"
+    assert picked((8, 224, 224, 3), (7, 7, 3, 64), strides=2) == "im2col"
+    assert picked((8, 56, 56, 128), (3, 3, 4, 128)) == "im2col"
+    assert picked((8, 28, 28, 128), (3, 3, 128, 128)) == "im2col"
+    assert picked((8, 14, 14, 256), (3, 3, 256, 256)) == "gemm"
+    assert picked((8, 56, 56, 256), (1, 1, 256, 64)) == "gemm"

@@ -44,6 +44,16 @@ class Backend:
     def choose(self, p: ConvProblem) -> Algorithm:
         raise NotImplementedError
 
+    def gradient_algorithms(self, which: str) -> dict[str, Algorithm]:
+        """The algorithms of the "input" or "filter" gradient of conv2d."""
+        raise NotImplementedError
+
+    def gradient_auto_rule(self, which: str) -> str:
+        return ""
+
+    def choose_gradient(self, which: str, p: ConvProblem) -> Algorithm:
+        raise NotImplementedError
+
     def owns(self, array) -> bool:
         """True when `array` lives in this backend's memory (e.g. a CuPy array for "cupy")."""
         return False

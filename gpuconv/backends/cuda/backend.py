@@ -31,6 +31,9 @@ class CudaBackend(Backend):
         from .gradients import AUTO_RULES
         return AUTO_RULES[which]
 
+    def choose_gradient(self, which: str, p: ConvProblem):
+        return pick_first(list(self._grad_algos[which].values()), p, self.gradient_auto_rule(which))
+
     def auto_rule(self) -> str:
         from .algorithms import AUTO_RULE
         return AUTO_RULE

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import config
 from ...dtypes import accumulator
 from ...problem import ConvProblem
 from ..base import Algorithm, Backend, pick_first
-from . import threads
+from . import gradients, threads
 from .depthwise import Depthwise
 from .gemm import Im2colGemm
-from .ieee import ieee
 from .pointwise import Pointwise
 from .winograd import Winograd, bundle_size
 
@@ -30,6 +28,16 @@ class NumpyBackend(Backend):
 
     def algorithms(self):
         return dict(self._algos)
+
+    def gradient_algorithms(self, which: str) -> dict[str, Algorithm]:
+        """The algorithms of the "input" or "filter" gradient (gradients.py)."""
+        return dict(gradients.INPUT if which == "input" else gradients.FILTER)
+
+    def gradient_auto_rule(self, which: str) -> str:
+        return gradients.AUTO_RULES[which]
+
+    def choose_gradient(self, which: str, p: ConvProblem) -> Algorithm:
+        return gradients.choose(which, p)
 
     def auto_rule(self) -> str:
         return ("pointwise for 1x1/stride 1/unpadded; depthwise when CG=1; winograd for 3x3 stride-1 "
@@ -60,17 +68,6 @@ class NumpyBackend(Backend):
             return out
         # The filters in the accumulator type once, before the batch split: every worker reads this copy.
         x, w = np.asarray(x), np.ascontiguousarray(w, dtype=accumulator(p.dtype))
-        workers = min(getattr(algo, "workers", lambda p: 1)(p), p.N)
-        if workers <= 1:
-            with ieee():
-                algo.run(p, x, w, out)
-            return out
-        bounds = np.linspace(0, p.N, workers + 1).astype(int)
-
-        def part(i):
-            n0, n1 = bounds[i], bounds[i + 1]
-            with config.numpy_workspace_share(workers), ieee():   # errstate is per thread
-                algo.run(p.with_(N=int(n1 - n0)), x[n0:n1], w, out[n0:n1])
-        with threads.blas_threads(1):
-            list(threads.worker_pool().map(part, range(workers)))
+        workers = getattr(algo, "workers", lambda p: 1)(p)
+        threads.map_batch(p, workers, lambda q, n0, n1: algo.run(q, x[n0:n1], w, out[n0:n1]))
         return out

@@ -27,7 +27,7 @@ class Im2colGemm(Algorithm):
         shared and loaded, float32, median ratio to TF-CPU interleaved: seed case 1.70 -> 0.68, ResNet
         stem 2.47 -> 1.08, 3x3 stride 2 4.56 -> 1.46, dilated 4.89 -> 1.80 (OpenBLAS's own two threads
         stall when the cores are oversubscribed). Needs threadpoolctl to hold BLAS to one thread."""
-        return threads.cpu_workers() if threads.can_limit_blas() else 1
+        return threads.blas_workers()
 
     def run(self, p, x, w, out):
         ct = accumulator(p.dtype)
@@ -45,29 +45,7 @@ class Im2colGemm(Algorithm):
             if buf is None:
                 buf = np.empty(rows * p.G * p.R, ct)       # the first block is the largest
             col = buf[:rows * p.G * p.R].reshape(p.G, nb, hb, wb, p.KH, p.KW, p.CG)
-            slab_bytes = ct.itemsize * nb * p.C * ((hb - 1) * p.SH + (p.KH - 1) * p.DH + 1) * (
-                (wb - 1) * p.SW + (p.KW - 1) * p.DW + 1)
-            if p.G == 1 and slab_bytes <= budget - ct.itemsize * rows * (p.R + p.K):
-                # One strided copy from a zero-padded slab of the block's input: for dilation 1 a filter
-                # row's KW*C inputs are contiguous, so the copy moves runs of KW*C values, not C (the
-                # 7x7 stem with C = 3 copies 21-value runs instead of 3-value ones). Blocks whose slab
-                # would break the workspace bound (a wide dilated filter over a thin block) take the
-                # per-tap copies below instead.
-                slab, slab_buf = input_slab(p, xv, block, ct, slab_buf)
-                sn, sh, sw, sc = slab.strides
-                view = np.lib.stride_tricks.as_strided(
-                    slab, (nb, hb, wb, p.KH, p.KW, p.C),
-                    (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc), writeable=False)
-                np.copyto(col[0], view)
-            else:
-                block_taps = list(taps(p, block))
-                if not all(covers(t, block) for t in block_taps):
-                    col.fill(0)
-                for kh, kw, (a, b), (c, d), rs, cs in block_taps:
-                    if rs is None or cs is None:
-                        continue
-                    src = xv[n0:n1, rs, cs].reshape(nb, b - a, d - c, p.G, p.CG)
-                    col[:, :, a:b, c:d, kh, kw, :] = src.transpose(3, 0, 1, 2, 4)
+            slab_buf = im2col(p, xv, block, col, budget - ct.itemsize * rows * (p.R + p.K), slab_buf)
             target = yv[n0:n1, oh0:oh1, ow0:ow1]
             a_mat = col.reshape(p.G, rows, p.R)
             if p.G == 1 and out.dtype == ct and target.flags.c_contiguous:
@@ -75,3 +53,34 @@ class Im2colGemm(Algorithm):
             else:
                 r = np.matmul(a_mat, wg)                  # [G, rows, KG]
                 target[...] = r.transpose(1, 0, 2).reshape(nb, hb, wb, p.K)
+
+
+def im2col(p, xv, block, col, slab_budget: int, slab_buf):
+    """Fills col, [G, nb, hb, wb, KH, KW, CG] in the accumulator type, with the input pixels each output
+    pixel of the block reads (zero outside the image). Returns the slab buffer, for reuse."""
+    n0, n1, oh0, oh1, ow0, ow1 = block
+    nb, hb, wb = n1 - n0, oh1 - oh0, ow1 - ow0
+    slab_bytes = col.itemsize * nb * p.C * ((hb - 1) * p.SH + (p.KH - 1) * p.DH + 1) * (
+        (wb - 1) * p.SW + (p.KW - 1) * p.DW + 1)
+    if p.G == 1 and slab_bytes <= slab_budget:
+        # One strided copy from a zero-padded slab of the block's input: for dilation 1 a filter
+        # row's KW*C inputs are contiguous, so the copy moves runs of KW*C values, not C (the
+        # 7x7 stem with C = 3 copies 21-value runs instead of 3-value ones). Blocks whose slab
+        # would break the workspace bound (a wide dilated filter over a thin block) take the
+        # per-tap copies below instead.
+        slab, slab_buf = input_slab(p, xv, block, col.dtype, slab_buf)
+        sn, sh, sw, sc = slab.strides
+        view = np.lib.stride_tricks.as_strided(
+            slab, (nb, hb, wb, p.KH, p.KW, p.C),
+            (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc), writeable=False)
+        np.copyto(col[0], view)
+        return slab_buf
+    block_taps = list(taps(p, block))
+    if not all(covers(t, block) for t in block_taps):
+        col.fill(0)
+    for kh, kw, (a, b), (c, d), rs, cs in block_taps:
+        if rs is None or cs is None:
+            continue
+        src = xv[n0:n1, rs, cs].reshape(nb, b - a, d - c, p.G, p.CG)
+        col[:, :, a:b, c:d, kh, kw, :] = src.transpose(3, 0, 1, 2, 4)
+    return slab_buf

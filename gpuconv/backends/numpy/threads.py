@@ -9,6 +9,12 @@ import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+from ... import config
+from .ieee import ieee
+
+T = TypeVar("T")
 
 def cpu_workers() -> int:
     """Threads worth running elementwise NumPy work on: the CPUs this process may use."""
@@ -21,6 +27,30 @@ def cpu_workers() -> int:
 @functools.lru_cache(maxsize=None)
 def worker_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=cpu_workers(), thread_name_prefix="gpuconv")
+
+
+def blas_workers() -> int:
+    """Worker threads for algorithms whose time is in BLAS calls: all CPUs when BLAS can be held to one thread
+    per worker (threadpoolctl), else one (BLAS's own threads then use the cores)."""
+    return cpu_workers() if can_limit_blas() else 1
+
+
+def map_batch(p, workers: int, part: Callable[..., T]) -> list[T]:
+    """part(q, n0, n1) for the batch split into up to `workers` contiguous ranges [n0, n1), q being p with
+    N = n1 - n0: each on a worker thread with its share of the workspace bound, NumPy's IEEE error state
+    and BLAS held to one thread. The results in batch order (so that sums over them are deterministic)."""
+    workers = max(1, min(workers, p.N))
+    if workers == 1:
+        with ieee():
+            return [part(p, 0, p.N)]
+    bounds = [p.N * i // workers for i in range(workers + 1)]
+
+    def run(i):
+        n0, n1 = bounds[i], bounds[i + 1]
+        with config.numpy_workspace_share(workers), ieee():   # errstate is per thread
+            return part(p.with_(N=n1 - n0), n0, n1)
+    with blas_threads(1):
+        return list(worker_pool().map(run, range(workers)))
 
 
 @functools.lru_cache(maxsize=None)

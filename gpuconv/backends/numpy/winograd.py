@@ -194,7 +194,7 @@ class Winograd(Algorithm):
         5.1 -> 1.13, 14 2.8 -> 1.04, 7 3.7 -> 1.7 (OpenBLAS's own threads stall when the cores are
         oversubscribed): the split loses at most a quarter when idle and saves most of the call under
         load, so it is taken for every layer. Needs threadpoolctl to hold BLAS to one thread."""
-        return threads.cpu_workers() if threads.can_limit_blas() else 1
+        return threads.blas_workers()
 
     def run(self, p: ConvProblem, x, w, out):
         # Winograd mixes the inputs of a whole tile, so a NaN or Inf would reach every output of its tile

@@ -1,0 +1,357 @@
+"""The NumPy algorithms of conv2d's two gradients (gpuconv.conv2d_backprop_input / _filter).
+
+For y = conv2d(x, w) and the upstream gradient dy, over the output pixels of a bounded block:
+    input   dx[input pixels] += dy[pixels] @ w^T, per filter tap
+        gemm          one GEMM per tap, its [pixels, CG] result added into dx through a strided view (one
+                      tap never hits a pixel twice); the tap's dy slice is a copy where the tap leaves the
+                      image, and each GEMM's inner size is CG only
+        col2im        one GEMM [pixels, KG] @ [KG, KH*KW*CG] per group for all taps, then KH*KW strided adds
+                      (col2im): for few input channels (the RGB stem: CG = 3, 49 taps) one wide GEMM instead
+                      of 49 with 3 columns and 49 copies of dy
+        forward-conv  stride 1: dx is the forward convolution of dy with the flipped filters (Winograd,
+                      pointwise or depthwise through the numpy backend's own algorithms)
+    filter  dw[tap] += x[input pixels of the tap]^T @ dy[pixels]
+        gemm          one GEMM per tap on slices of x and dy (each a copy where the slice is strided)
+        im2col        the forward pass's im2col of the block (one copy of x) and one GEMM per group,
+                      [KH*KW*CG, pixels] @ [pixels, KG], reducing over all pixels of the block at once
+        depthwise     CG = 1: per block one einsum over a strided view of the zero-padded input slab
+                      ([pixels, KH, KW, G] against dy's [pixels, G, KG]): no GEMM, no copy per tap
+Half types accumulate in float32 and round once. The batch is split over worker threads (threads.py) where
+the work is BLAS or NumPy loops that release the GIL; the filter gradient's per-worker partial sums are
+added in batch order, so results repeat bit for bit on a host.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ... import config
+from ...chunks import output_blocks
+from ...dtypes import accumulator
+from ...problem import ConvProblem, parse_problem
+from ..base import Algorithm
+from . import threads
+from .gemm import GEMM_BLOCK_BYTES, im2col
+from .ieee import ieee
+from .slabs import group_filters, input_slab, nhwc_view, taps
+from .workspace import block_budget
+
+
+def _dx_result(p: ConvProblem, dx: np.ndarray) -> np.ndarray:
+    """dx (NHWC, accumulator type) in the problem's layout and dtype."""
+    if p.layout == "NHWC" and dx.dtype == p.dtype:
+        return dx
+    x_shape = (p.N, p.H, p.W, p.C) if p.layout == "NHWC" else (p.N, p.C, p.H, p.W)
+    out = np.empty(x_shape, p.dtype)
+    nhwc_view(out, p.layout)[...] = dx
+    return out
+
+
+def _dw_result(p: ConvProblem, dw: np.ndarray) -> np.ndarray:
+    """dw as [KH, KW, G, CG, KG] (accumulator type) in HWIO and the problem's dtype."""
+    return dw.transpose(0, 1, 3, 2, 4).reshape(p.KH, p.KW, p.CG, p.K).astype(p.dtype)
+
+
+def _dy_block(p: ConvProblem, dyv: np.ndarray, block, ct) -> np.ndarray:
+    """dy of an output block as [pixels, G, KG] in ct (a view for NHWC in ct over whole rows)."""
+    n0, n1, oh0, oh1, ow0, ow1 = block
+    g = dyv[n0:n1, oh0:oh1, ow0:ow1].astype(ct, copy=False)
+    return g.reshape(-1, p.G, p.KG)
+
+
+def _sum_in_order(parts: list) -> np.ndarray:
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+class PerTapGradient(Algorithm):
+    """One GEMM per filter tap and output block (the formulation without any im2col workspace)."""
+    name = "gemm"
+
+    def __init__(self, which: str):
+        self.which = which
+        self.summary = ("per filter tap, one GEMM per block of output pixels within the NumPy workspace "
+                        + ("(dy @ w^T added into dx)" if which == "input" else "(x^T @ dy added into dw)"))
+
+    def run(self, p: ConvProblem, a: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        dy = dy.astype(p.dtype, copy=False)
+        with ieee():
+            if self.which == "input":
+                return _dx_result(p, _per_tap_input(p, np.ascontiguousarray(a, p.dtype), dy))
+            return _dw_result(p, _per_tap_filter(p, a.astype(p.dtype, copy=False), dy))
+
+
+def _tap_slices(p: ConvProblem, dyv: np.ndarray, ct):
+    """For every output block within the workspace bound (per pixel: one dy row and one input row in the
+    accumulator, and their copies) and every filter tap reading inside the image: (kh, kw, images, input
+    rows, input columns, the block's dy pixels of that tap in the accumulator type)."""
+    per_pixel = ct.itemsize * (p.K + p.C) * 2
+    for block in output_blocks(p, per_pixel, config.numpy_workspace_bytes()):
+        n0, n1, oh0, oh1, ow0, ow1 = block
+        for kh, kw, (a, b), (c, d), rows, cols in taps(p, block):
+            if rows is not None and cols is not None:
+                g = dyv[n0:n1, oh0 + a:oh0 + b, ow0 + c:ow0 + d].astype(ct, copy=False)
+                yield kh, kw, slice(n0, n1), rows, cols, g
+
+
+def _per_tap_input(p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    ct = accumulator(p.dtype)
+    wt = w.astype(ct, copy=False).reshape(p.KH, p.KW, p.CG, p.G, p.KG).transpose(0, 1, 3, 4, 2)  # [.., G, KG, CG]
+    dyv = nhwc_view(dy, p.layout)
+    dx = np.zeros((p.N, p.H, p.W, p.C), ct)
+    for kh, kw, images, rows, cols, g in _tap_slices(p, dyv, ct):
+        target = dx[images, rows, cols]
+        if p.CG == 1 and p.KG == 1:                          # depthwise: no GEMM, a product
+            target += g * wt[kh, kw, :, 0, 0]
+            continue
+        m = int(np.prod(g.shape[:3]))
+        contrib = np.matmul(g.reshape(m, p.G, p.KG).transpose(1, 0, 2), wt[kh, kw])  # [G, m, CG]
+        target += contrib.transpose(1, 0, 2).reshape(target.shape)
+    return dx
+
+
+def _per_tap_filter(p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    ct = accumulator(p.dtype)
+    xv, dyv = nhwc_view(x, p.layout), nhwc_view(dy, p.layout)
+    dw = np.zeros((p.KH, p.KW, p.G, p.CG, p.KG), ct)
+    for kh, kw, images, rows, cols, g in _tap_slices(p, dyv, ct):
+        if p.CG == 1:   # depthwise: per channel a dot product over the pixels
+            xs = xv[images, rows, cols].astype(ct, copy=False)
+            dw[kh, kw, :, 0] += np.einsum("nhwg,nhwgk->gk", xs, g.reshape(g.shape[:3] + (p.G, p.KG)))
+            continue
+        m = int(np.prod(g.shape[:3]))
+        xs = xv[images, rows, cols].astype(ct, copy=False).reshape(m, p.G, p.CG).transpose(1, 2, 0)  # [G, CG, m]
+        dw[kh, kw] += np.matmul(xs, g.reshape(m, p.G, p.KG).transpose(1, 0, 2))                     # [G, m, KG]
+    return dw
+
+
+class Col2imInputGradient(Algorithm):
+    name = "col2im"
+    summary = ("per block of output pixels one GEMM dy @ w^T for all taps ([pixels, KH*KW*CG] per group), "
+               "then one strided add per tap into dx (col2im)")
+
+    def slower(self, p: ConvProblem) -> Optional[str]:
+        """Why auto prefers the per-tap GEMMs for p (None: this is faster). Measured, 2-core AVX2 host, float32:
+        ResNet stem (C = 3, 7x7/2) 77 vs 450 ms, 5x5 and 3x3 on C = 3 and 8 (stride 1 and 2) 1.1-3.8x
+        faster; from C = 12 on and on ResNet's 3x3 layers (C >= 128) 1.0-1.7x slower (their per-tap
+        GEMMs are wide already, while col2im's one GEMM streams KH*KW times the filters per block)."""
+        if p.G > 1:
+            return f"{p.G} groups: the per-tap GEMMs batch the groups already"
+        if p.C > COL2IM_MAX_CHANNELS:
+            return f"{p.C} input channels: the per-tap GEMMs are {p.C} wide, as fast"
+        return None
+
+    def run(self, p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        ct = accumulator(p.dtype)
+        wt = group_filters(np.ascontiguousarray(w, ct), p, ct).transpose(0, 2, 1)    # [G, KG, R]
+        dx = np.empty((p.N, p.H, p.W, p.C), ct)
+
+        def part(q: ConvProblem, n0: int, n1: int) -> None:
+            _col2im_input(q, wt, nhwc_view(dy[n0:n1], p.layout), dx[n0:n1], ct)
+        threads.map_batch(p, threads.blas_workers(), part)
+        return _dx_result(p, dx)
+
+
+# auto's col2im: only for inputs with at most this many channels (see Col2imInputGradient.slower)
+COL2IM_MAX_CHANNELS = 8
+# col2im adds a tap's [pixels, C] block with the channels innermost from this many input channels up; below,
+# the product is taken transposed and added channel by channel, the pixels innermost (the stem, C = 3: 127 ms
+# -> 77 ms at batch 8)
+COL2IM_CHANNELS_INNER = 16
+
+
+def _col2im_input(p: ConvProblem, wt: np.ndarray, dyv: np.ndarray, dx: np.ndarray, ct) -> None:
+    dx.fill(0)
+    # per output pixel: its row of the column matrix and (NCHW or a half type) its copy of dy
+    per_pixel = ct.itemsize * (p.G * p.R + p.K)
+    buf = None
+    for block in output_blocks(p, per_pixel, block_budget(GEMM_BLOCK_BYTES)):
+        n0, n1, oh0, oh1, ow0, ow1 = block
+        rows = (n1 - n0) * (oh1 - oh0) * (ow1 - ow0)
+        if buf is None:
+            buf = np.empty(rows * p.G * p.R, ct)           # the first block is the largest
+        g = _dy_block(p, dyv, block, ct).transpose(1, 0, 2)                  # [G, pixels, KG]
+        shape = (p.G, n1 - n0, oh1 - oh0, ow1 - ow0)
+        block_taps = [t for t in taps(p, block) if t[4] is not None and t[5] is not None]
+        if p.C >= COL2IM_CHANNELS_INNER:
+            col = np.matmul(g, wt, out=buf[:rows * p.G * p.R].reshape(p.G, rows, p.R))
+            col = col.reshape(shape + (p.KH, p.KW, p.CG))
+            for kh, kw, (a, b), (c, d), rs, cs in block_taps:
+                target = dx[n0:n1, rs, cs]
+                target = target.reshape(target.shape[:3] + (p.G, p.CG))
+                target += col[:, :, a:b, c:d, kh, kw].transpose(1, 2, 3, 0, 4)
+            continue
+        # Few channels: the adds above would run NumPy's inner loop over CG values at a time (3 for RGB).
+        # The transposed product [G, R, pixels] puts the pixels innermost: one add per tap and channel.
+        colt = np.matmul(wt.transpose(0, 2, 1), g.transpose(0, 2, 1), out=buf[:rows * p.G * p.R].reshape(
+            p.G, p.R, rows)).reshape((p.G, p.KH, p.KW, p.CG) + shape[1:])
+        for kh, kw, (a, b), (c, d), rs, cs in block_taps:
+            target = dx[n0:n1, rs, cs].reshape((n1 - n0, b - a, d - c, p.G, p.CG))
+            for gi in range(p.G):
+                for ci in range(p.CG):
+                    target[..., gi, ci] += colt[gi, kh, kw, ci, :, a:b, c:d]
+
+
+class ForwardConvInputGradient(Algorithm):
+    """With stride 1, dx is itself a forward convolution: of dy with the filters flipped in space and their
+    channels swapped within each group (w'[kh, kw, k, g*CG + c] = w[KH-1-kh, KW-1-kw, c, g*KG + k]), the
+    same dilation, and padding (KH-1)*DH - PT above, (KH-1)*DH - PB below (likewise across), so that the
+    numpy backend's own conv2d algorithms (Winograd, pointwise, GEMM with its batch split) compute it."""
+    name = "forward-conv"
+    summary = ("stride 1, where the numpy backend would run that forward convolution as Winograd, pointwise or "
+               "depthwise: the forward convolution of dy with the flipped, channel-swapped filters")
+
+    @staticmethod
+    def pads(p: ConvProblem) -> tuple[int, int, int, int]:
+        eh, ew = (p.KH - 1) * p.DH, (p.KW - 1) * p.DW
+        return eh - p.PT, eh - p.PB, ew - p.PL, ew - p.PR
+
+    @classmethod
+    def padding(cls, p: ConvProblem) -> list:
+        pt, pb, pl, pr = cls.pads(p)
+        spatial = [[pt, pb], [pl, pr]]
+        return [[0, 0]] + spatial + [[0, 0]] if p.layout == "NHWC" else [[0, 0], [0, 0]] + spatial
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        if (p.SH, p.SW) != (1, 1):
+            return f"strides ({p.SH}, {p.SW}): only stride 1 makes the input gradient a forward convolution"
+        if min(self.pads(p)) < 0:
+            return (f"padding ({p.PT}, {p.PB}, {p.PL}, {p.PR}) beyond the dilated filter's extent "
+                    f"({(p.KH - 1) * p.DH}, {(p.KW - 1) * p.DW}) would need negative padding")
+        return None
+
+    def slower(self, p: ConvProblem) -> Optional[str]:
+        """Why auto prefers the next algorithm for p (None: this is faster)."""
+        why = self.why_not(p) or ("nothing to compute" if p.is_empty else None)
+        if why is not None:
+            return why
+        from .. import get_backend
+        dy_shape = p.output_shape if p.layout == "NHWC" else (p.N, p.K, p.OH, p.OW)
+        fwd = parse_problem(dy_shape, p.dtype, (p.KH, p.KW, p.KG, p.C), p.dtype, 1, self.padding(p), p.layout,
+                            (p.DH, p.DW))[0]
+        # measured (bench layers, batch 8, 2-core AVX2 host): through Winograd, pointwise or depthwise
+        # 0.4-0.8x the per-tap GEMMs' time; through im2col + GEMM 1.1-3.4x (the im2col copy and the
+        # flipped filters' copy, which the per-tap GEMMs and col2im do without)
+        chosen = get_backend("numpy").choose(fwd).name
+        if chosen == "gemm":
+            return "its forward convolution would run as im2col + GEMM, slower (the im2col copy)"
+        if chosen == "winograd" and p.CG < 16:
+            # the seed case's input gradient: Winograd with 3 output channels, 3.3x the per-tap GEMMs
+            return f"Winograd with {p.CG} output channels per group is slower"
+        return None
+
+    def run(self, p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        from ...api import conv2d
+        wf = (w.reshape(p.KH, p.KW, p.CG, p.G, p.KG)[::-1, ::-1].transpose(0, 1, 4, 3, 2)
+              .reshape(p.KH, p.KW, p.KG, p.C))
+        return conv2d(dy, np.ascontiguousarray(wf, p.dtype), 1, self.padding(p), p.layout, (p.DH, p.DW),
+                      backend="numpy")
+
+
+class Im2colFilterGradient(Algorithm):
+    name = "im2col"
+    summary = ("per block of output pixels the forward pass's im2col copy of the input, then one GEMM "
+               "col^T @ dy per group over all the block's pixels")
+
+    def slower(self, p: ConvProblem) -> Optional[str]:
+        """Why auto prefers the per-tap GEMMs for p (None: this is faster). Measured on the bench layers, batch
+        8, 2-core AVX2 host, float32: stem 41 vs 412 ms, ResNeXt 60 vs 149, VGG 336 vs 584, ResNet 3x3 at
+        56 31 vs 48, at 28 about even; at 14 and 7 1.3-2.4x slower, 1x1 1.6-1.9x slower (per-tap reads
+        the input in place there; small images give short GEMM reductions per block)."""
+        if p.KH * p.KW == 1:
+            return "a 1x1 filter: its one per-tap GEMM needs no im2col copy"
+        if p.OH * p.OW < IM2COL_MIN_OUTPUT_PIXELS:
+            return f"{p.OH}x{p.OW} outputs per image: too few pixels per block for a long GEMM reduction"
+        return None
+
+    def run(self, p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        ct = accumulator(p.dtype)
+
+        def part(q: ConvProblem, n0: int, n1: int) -> np.ndarray:
+            return _im2col_filter(q, nhwc_view(x[n0:n1], p.layout), nhwc_view(dy[n0:n1], p.layout), ct)
+        dw = _sum_in_order(threads.map_batch(p, threads.blas_workers(), part))      # [G, R, KG]
+        return _dw_result(p, dw.reshape(p.G, p.KH, p.KW, p.CG, p.KG).transpose(1, 2, 0, 3, 4))
+
+
+# auto's im2col filter gradient: from outputs of 28x28 per image on (see Im2colFilterGradient.slower)
+IM2COL_MIN_OUTPUT_PIXELS = 28 * 28
+
+
+def _im2col_filter(p: ConvProblem, xv: np.ndarray, dyv: np.ndarray, ct) -> np.ndarray:
+    dw = np.zeros((p.G, p.R, p.KG), ct)
+    # per output pixel: its column row, (NCHW or a half type) its copy of dy, and (G = 1) its share of the
+    # block's input slab, taken 4x for the halo (as the forward im2col)
+    per_pixel = ct.itemsize * (p.G * p.R + p.K + (p.G == 1) * p.SH * p.SW * p.C * 4)
+    budget = block_budget(GEMM_BLOCK_BYTES)
+    buf, slab_buf = None, None
+    for block in output_blocks(p, per_pixel, budget):
+        n0, n1, oh0, oh1, ow0, ow1 = block
+        rows = (n1 - n0) * (oh1 - oh0) * (ow1 - ow0)
+        if buf is None:
+            buf = np.empty(rows * p.G * p.R, ct)
+        col = buf[:rows * p.G * p.R].reshape(p.G, n1 - n0, oh1 - oh0, ow1 - ow0, p.KH, p.KW, p.CG)
+        slab_buf = im2col(p, xv, block, col, budget - ct.itemsize * rows * (p.G * p.R + p.K), slab_buf)
+        g = _dy_block(p, dyv, block, ct)
+        if p.G == 1:
+            dw[0] += col.reshape(rows, p.R).T @ g[:, 0]
+        else:
+            dw += np.matmul(col.reshape(p.G, rows, p.R).transpose(0, 2, 1), g.transpose(1, 0, 2))
+    return dw
+
+
+class DepthwiseFilterGradient(Algorithm):
+    name = "depthwise"
+    summary = ("one input channel per group: per block one einsum of a strided [pixels, KH, KW, G] view of "
+               "the zero-padded input slab with dy")
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
+
+    def run(self, p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        ct = accumulator(p.dtype)
+
+        def part(q: ConvProblem, n0: int, n1: int) -> np.ndarray:
+            return _depthwise_filter(q, nhwc_view(x[n0:n1], p.layout), nhwc_view(dy[n0:n1], p.layout), ct)
+        # NumPy loops only, which release the GIL: a worker per CPU
+        dw = _sum_in_order(threads.map_batch(p, threads.cpu_workers(), part))        # [KH, KW, G, KG]
+        return _dw_result(p, dw[:, :, :, None, :])
+
+
+def _depthwise_filter(p: ConvProblem, xv: np.ndarray, dyv: np.ndarray, ct) -> np.ndarray:
+    dw = np.zeros((p.KH, p.KW, p.G, p.KG), ct)
+    # per output pixel: its share of the input slab (SH*SW*C, 4x for the halo) and (NCHW or a half type)
+    # its copy of dy; a block of whole rows keeps the einsum's operands in cache
+    per_pixel = ct.itemsize * (p.SH * p.SW * p.C * 4 + p.K)
+    slab_buf = None
+    for block in output_blocks(p, per_pixel, block_budget(GEMM_BLOCK_BYTES)):
+        n0, n1, oh0, oh1, ow0, ow1 = block
+        slab, slab_buf = input_slab(p, xv, block, ct, slab_buf)
+        sn, sh, sw, sc = slab.strides
+        view = np.lib.stride_tricks.as_strided(
+            slab, (n1 - n0, oh1 - oh0, ow1 - ow0, p.KH, p.KW, p.C),
+            (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc), writeable=False)
+        g = dyv[n0:n1, oh0:oh1, ow0:ow1].astype(ct, copy=False)
+        dw += np.einsum("nhwabg,nhwgk->abgk", view, g.reshape(g.shape[:3] + (p.G, p.KG)))
+    return dw
+
+
+INPUT = {a.name: a for a in (ForwardConvInputGradient(), Col2imInputGradient(), PerTapGradient("input"))}
+FILTER = {a.name: a for a in (DepthwiseFilterGradient(), Im2colFilterGradient(), PerTapGradient("filter"))}
+AUTO_RULES = {
+    "input": ("forward-conv for stride 1 where the numpy backend would run that convolution as Winograd "
+              f"(with >= 16 channels per group), pointwise or depthwise; col2im for ungrouped inputs of at "
+              f"most {COL2IM_MAX_CHANNELS} channels; else gemm"),
+    "filter": (f"depthwise when CG=1; im2col for filters larger than 1x1 with at least "
+               f"{IM2COL_MIN_OUTPUT_PIXELS} output pixels per image; else gemm"),
+}
+
+
+def choose(which: str, p: ConvProblem) -> Algorithm:
+    """auto's algorithm: the first of the list that can run p and is not slower than the next (slower())."""
+    from ..base import pick_first
+    algos = INPUT if which == "input" else FILTER
+    order = [a for a in algos.values() if getattr(a, "slower", lambda p: None)(p) is None]
+    return pick_first(order, p, AUTO_RULES[which])
