@@ -142,6 +142,9 @@ class Col2imInputGradient(Algorithm):
             return f"{p.G} groups: the per-tap GEMMs batch the groups already"
         if p.C > COL2IM_MAX_CHANNELS:
             return f"{p.C} input channels: the per-tap GEMMs are {p.C} wide, as fast"
+        if (p.PT, p.PB, p.PL, p.PR) == (0, 0, 0, 0):
+            # the seed case (3 channels, VALID): 0.92 vs 1.26 ms at batch 8, 5.8 vs 6.6 ms at batch 100
+            return "no padding: every tap reads dy in place, the per-tap GEMMs copy nothing"
         return None
 
     def run(self, p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -323,7 +326,8 @@ class DepthwiseFilterGradient(Algorithm):
 def _depthwise_filter(p: ConvProblem, xv: np.ndarray, dyv: np.ndarray, ct) -> np.ndarray:
     dw = np.zeros((p.KH, p.KW, p.G, p.KG), ct)
     # per output pixel: its share of the input slab (SH*SW*C, 4x for the halo) and (NCHW or a half type)
-    # its copy of dy; a block of whole rows keeps the einsum's operands in cache
+    # its copy of dy; a block of whole rows keeps the einsum's operands in cache (einsum over the compact
+    # slab: 6.9-7.3 ms against 8.3-8.9 ms reading the block's interior in place, MobileNet's layer, batch 8)
     per_pixel = ct.itemsize * (p.SH * p.SW * p.C * 4 + p.K)
     slab_buf = None
     for block in output_blocks(p, per_pixel, block_budget(GEMM_BLOCK_BYTES)):
@@ -342,8 +346,8 @@ INPUT = {a.name: a for a in (ForwardConvInputGradient(), Col2imInputGradient(), 
 FILTER = {a.name: a for a in (DepthwiseFilterGradient(), Im2colFilterGradient(), PerTapGradient("filter"))}
 AUTO_RULES = {
     "input": ("forward-conv for stride 1 where the numpy backend would run that convolution as Winograd "
-              f"(with >= 16 channels per group), pointwise or depthwise; col2im for ungrouped inputs of at "
-              f"most {COL2IM_MAX_CHANNELS} channels; else gemm"),
+              f"(with >= 16 channels per group), pointwise or depthwise; col2im for padded, ungrouped inputs "
+              f"of at most {COL2IM_MAX_CHANNELS} channels; else gemm"),
     "filter": (f"depthwise when CG=1; im2col for filters larger than 1x1 with at least "
                f"{IM2COL_MIN_OUTPUT_PIXELS} output pixels per image; else gemm"),
 }
