@@ -167,7 +167,8 @@ NUMPY_GRADIENT_ALGORITHMS = [(which, name) for which in ("input", "filter")
                              for name in gpuconv.gradients.gradient_algorithms("numpy", which) if name != "gemm"]
 
 
-@pytest.mark.parametrize("which,name", NUMPY_GRADIENT_ALGORITHMS, ids=[f"{w}-{n}" for w, n in NUMPY_GRADIENT_ALGORITHMS])
+@pytest.mark.parametrize("which,name", NUMPY_GRADIENT_ALGORITHMS,
+                         ids=[f"{w}-{n}" for w, n in NUMPY_GRADIENT_ALGORITHMS])
 @pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
 def test_numpy_gradient_algorithms_equal_the_per_tap_gemms(case, which, name):
     """Every NumPy gradient algorithm (col2im, im2col, depthwise, the stride-1 input gradient as a forward
@@ -192,7 +193,8 @@ def test_numpy_gradient_algorithms_equal_the_per_tap_gemms(case, which, name):
 
 def test_input_gradient_auto_rule():
     """auto takes the forward convolution where it runs as Winograd/pointwise/depthwise, col2im for few
-    ungrouped channels, else the per-tap GEMMs; a stride or padding beyond the filter's extent is refused with the reason."""
+    ungrouped, padded channels, else the per-tap GEMMs; a stride or padding beyond the filter's extent is
+    refused with the reason."""
     from gpuconv.gradients import _pick
 
     def picked(xs, ws, strides=1, padding="SAME"):
@@ -232,3 +234,25 @@ def test_filter_gradient_auto_rule():
     assert picked((8, 28, 28, 128), (3, 3, 128, 128)) == "im2col"
     assert picked((8, 14, 14, 256), (3, 3, 256, 256)) == "gemm"
     assert picked((8, 56, 56, 256), (1, 1, 256, 64)) == "gemm"
+
+
+COL2IM_CASES = [((2, 11, 13, 16), (3, 3, 16, 8), 2, 1, "NHWC"), ((2, 24, 11, 13), (3, 3, 6, 8), 2, 1, "NCHW"),
+                ((2, 12, 10, 20), (3, 2, 20, 6), 1, 2, "NHWC"), ((2, 3, 23, 21), (7, 7, 3, 8), 2, 1, "NCHW"),
+                ((1, 30, 29, 2), (5, 3, 1, 4), 3, 2, "NHWC")]
+
+
+@pytest.mark.parametrize("budget", [None, 4 << 10], ids=["whole-images", "row-segments"])
+@pytest.mark.parametrize("xs,ws,strides,dilations,layout", COL2IM_CASES)
+def test_col2im_paths_equal_the_per_tap_gemms(xs, ws, strides, dilations, layout, budget, monkeypatch):
+    """Both col2im paths, channels innermost (C >= 16: strides, groups, dilation, NCHW) and planar stride
+    phases (C < 16), over whole images and, under a tiny workspace, over segments of one output row."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    args = (strides, "SAME", layout, dilations)
+    dy = rng.standard_normal(gpuconv.conv2d(x, w, *args).shape)
+    if budget is not None:
+        monkeypatch.setattr(gpuconv.config.settings, "numpy_workspace_bytes", budget)
+    got = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="col2im")
+    want = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="gemm")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
