@@ -24,6 +24,7 @@ from .api import _as_array, _is_cupy, _like
 from .arg_types import IntOrInts, Padding
 from .backends import check_backend_name, get_backend, unusable_reason
 from .backends.base import Algorithm
+from .backends.numpy.ieee import ieee
 from .problem import ConvProblem, parse_problem
 
 
@@ -68,7 +69,8 @@ def _gradient(which: str, backend, algorithm, p: ConvProblem, a, dy, shape: tupl
     dy4 = dy.reshape((p.N,) + tuple(dy.shape[-3:]))
     if name == "numpy":
         a4, dy4 = (v.get() if _is_cupy(v) else v for v in (a4, dy4))
-        result = algo.run(p, a4, dy4)
+        with ieee():                      # also around the result's rounding to a half type
+            result = algo.run(p, a4, dy4)
     else:
         be = get_backend(name)
         if name != "cupy":

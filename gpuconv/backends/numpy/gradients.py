@@ -6,8 +6,9 @@ For y = conv2d(x, w) and the upstream gradient dy, over the output pixels of a b
                       tap never hits a pixel twice); the tap's dy slice is a copy where the tap leaves the
                       image, and each GEMM's inner size is CG only
         col2im        one GEMM [pixels, KG] @ [KG, KH*KW*CG] per group for all taps, then KH*KW strided adds
-                      (col2im): for few input channels (the RGB stem: CG = 3, 49 taps) one wide GEMM instead
-                      of 49 with 3 columns and 49 copies of dy
+                      (col2im; below 16 channels into planar stride phases, _col2im_planar): for few input
+                      channels (the RGB stem: C = 3, 49 taps) one wide GEMM instead of 49 with 3 columns
+                      and 49 copies of dy
         forward-conv  stride 1: dx is the forward convolution of dy with the flipped filters (Winograd,
                       pointwise or depthwise through the numpy backend's own algorithms)
     filter  dw[tap] += x[input pixels of the tap]^T @ dy[pixels]
@@ -16,7 +17,8 @@ For y = conv2d(x, w) and the upstream gradient dy, over the output pixels of a b
                       [KH*KW*CG, pixels] @ [pixels, KG], reducing over all pixels of the block at once
         depthwise     CG = 1: per block one einsum over a strided view of the zero-padded input slab
                       ([pixels, KH, KW, G] against dy's [pixels, G, KG]): no GEMM, no copy per tap
-Half types accumulate in float32 and round once. The batch is split over worker threads (threads.py) where
+Half types accumulate in float32 and round once (under NumPy's IEEE error state, entered by the caller and
+by each worker). The batch is split over worker threads (threads.py) where
 the work is BLAS or NumPy loops that release the GIL; the filter gradient's per-worker partial sums are
 added in batch order, so results repeat bit for bit on a host.
 """
@@ -33,7 +35,6 @@ from ...problem import ConvProblem, parse_problem
 from ..base import Algorithm
 from . import threads
 from .gemm import GEMM_BLOCK_BYTES, im2col
-from .ieee import ieee
 from .slabs import group_filters, input_slab, nhwc_view, taps
 from .workspace import block_budget
 
@@ -78,10 +79,9 @@ class PerTapGradient(Algorithm):
 
     def run(self, p: ConvProblem, a: np.ndarray, dy: np.ndarray) -> np.ndarray:
         dy = dy.astype(p.dtype, copy=False)
-        with ieee():
-            if self.which == "input":
-                return _dx_result(p, _per_tap_input(p, np.ascontiguousarray(a, p.dtype), dy))
-            return _dw_result(p, _per_tap_filter(p, a.astype(p.dtype, copy=False), dy))
+        if self.which == "input":
+            return _dx_result(p, _per_tap_input(p, np.ascontiguousarray(a, p.dtype), dy))
+        return _dw_result(p, _per_tap_filter(p, a.astype(p.dtype, copy=False), dy))
 
 
 def _tap_slices(p: ConvProblem, dyv: np.ndarray, ct):
@@ -131,13 +131,14 @@ def _per_tap_filter(p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarray
 class Col2imInputGradient(Algorithm):
     name = "col2im"
     summary = ("per block of output pixels one GEMM dy @ w^T for all taps ([pixels, KH*KW*CG] per group), "
-               "then one strided add per tap into dx (col2im)")
+               "then one strided add per tap into dx (col2im; planar stride phases below 16 channels)")
 
     def slower(self, p: ConvProblem) -> Optional[str]:
         """Why auto prefers the per-tap GEMMs for p (None: this is faster). Measured, 2-core AVX2 host, float32:
-        ResNet stem (C = 3, 7x7/2) 77 vs 450 ms, 5x5 and 3x3 on C = 3 and 8 (stride 1 and 2) 1.1-3.8x
-        faster; from C = 12 on and on ResNet's 3x3 layers (C >= 128) 1.0-1.7x slower (their per-tap
-        GEMMs are wide already, while col2im's one GEMM streams KH*KW times the filters per block)."""
+        ResNet stem (C = 3, 7x7/2) 50 vs 440 ms at batch 8; 3x3, 5x5 and 7x7 filters on C = 3, 4 and 8
+        (stride 1 and 2) 1.3-4.5x faster; C = 12 and 16 at stride 2 about even; ResNet's 3x3 layers
+        (C >= 128) 1.0-1.7x slower (their per-tap GEMMs are wide already, while col2im's one GEMM streams
+        KH*KW times the filters per block)."""
         if p.G > 1:
             return f"{p.G} groups: the per-tap GEMMs batch the groups already"
         if p.C > COL2IM_MAX_CHANNELS:
