@@ -20,7 +20,7 @@ from ...dtypes import accumulator
 from ...problem import ConvProblem
 from ..base import Algorithm
 from . import threads
-from .slabs import input_slab, nhwc_view, taps
+from .slabs import input_slab, nhwc_view, tap_view, taps
 from .workspace import block_budget
 
 # Workspace bytes of a block, below the workspace bound. Measured on the 2-core EPYC (512 KiB L2 per core),
@@ -77,9 +77,7 @@ class Depthwise(Algorithm):
                 else:
                     target[...] = np.einsum("nhijk,ijk->nhk", rows, tiled[..., :wb * p.C]).reshape(target.shape)
                 continue
-            view = np.lib.stride_tricks.as_strided(
-                slab, (nb, hb, wb, p.KH, p.KW, p.C), (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc),
-                writeable=False)
+            view = tap_view(p, slab, (nb, hb, wb))
             if direct:
                 res = target.reshape(nb, hb, wb, p.C, mult)
             else:

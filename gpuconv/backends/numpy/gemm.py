@@ -8,7 +8,7 @@ from ...chunks import output_blocks
 from ...dtypes import accumulator
 from ..base import Algorithm
 from . import threads
-from .slabs import covers, group_filters, input_slab, nhwc_view, taps
+from .slabs import covers, group_filters, input_slab, nhwc_view, tap_view, taps
 from .workspace import block_budget
 
 # Workspace bytes of a block, below the workspace bound: chosen so that a block's working set stays in
@@ -69,11 +69,7 @@ def im2col(p, xv, block, col, slab_budget: int, slab_buf):
         # would break the workspace bound (a wide dilated filter over a thin block) take the
         # per-tap copies below instead.
         slab, slab_buf = input_slab(p, xv, block, col.dtype, slab_buf)
-        sn, sh, sw, sc = slab.strides
-        view = np.lib.stride_tricks.as_strided(
-            slab, (nb, hb, wb, p.KH, p.KW, p.C),
-            (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc), writeable=False)
-        np.copyto(col[0], view)
+        np.copyto(col[0], tap_view(p, slab, (nb, hb, wb)))
         return slab_buf
     block_taps = list(taps(p, block))
     if not all(covers(t, block) for t in block_taps):

@@ -32,10 +32,10 @@ from ... import config
 from ...chunks import output_blocks
 from ...dtypes import accumulator
 from ...problem import ConvProblem, parse_problem
-from ..base import Algorithm
+from ..base import Algorithm, pick_first
 from . import threads
 from .gemm import GEMM_BLOCK_BYTES, im2col
-from .slabs import group_filters, input_slab, nhwc_view, taps
+from .slabs import group_filters, input_slab, nhwc_view, tap_view, taps
 from .workspace import block_budget
 
 
@@ -387,10 +387,7 @@ def _depthwise_filter(p: ConvProblem, xv: np.ndarray, dyv: np.ndarray, ct) -> np
     for block in output_blocks(p, per_pixel, block_budget(GEMM_BLOCK_BYTES)):
         n0, n1, oh0, oh1, ow0, ow1 = block
         slab, slab_buf = input_slab(p, xv, block, ct, slab_buf)
-        sn, sh, sw, sc = slab.strides
-        view = np.lib.stride_tricks.as_strided(
-            slab, (n1 - n0, oh1 - oh0, ow1 - ow0, p.KH, p.KW, p.C),
-            (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc), writeable=False)
+        view = tap_view(p, slab, (n1 - n0, oh1 - oh0, ow1 - ow0))
         g = dyv[n0:n1, oh0:oh1, ow0:ow1].astype(ct, copy=False)
         dw += np.einsum("nhwabg,nhwgk->abgk", view, g.reshape(g.shape[:3] + (p.G, p.KG)))
     return dw
@@ -409,7 +406,6 @@ AUTO_RULES = {
 
 def choose(which: str, p: ConvProblem) -> Algorithm:
     """auto's algorithm: the first of the list that can run p and is not slower than the next (slower())."""
-    from ..base import pick_first
     algos = INPUT if which == "input" else FILTER
     order = [a for a in algos.values() if getattr(a, "slower", lambda p: None)(p) is None]
     return pick_first(order, p, AUTO_RULES[which])

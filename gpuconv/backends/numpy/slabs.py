@@ -39,6 +39,15 @@ def covers(tap, block) -> bool:
     return a == 0 and b == block[3] - block[2] and c == 0 and d == block[5] - block[4]
 
 
+def tap_view(p: ConvProblem, slab: np.ndarray, shape: tuple) -> np.ndarray:
+    """The read-only [nb, hb, wb, KH, KW, C] view of a block's input slab (from input_slab): for output pixel
+    (n, h, w) of the block, the input its tap (kh, kw) reads. shape: the block's (nb, hb, wb)."""
+    sn, sh, sw, sc = slab.strides
+    return np.lib.stride_tricks.as_strided(
+        slab, tuple(shape) + (p.KH, p.KW, slab.shape[3]), (sn, p.SH * sh, p.SW * sw, p.DH * sh, p.DW * sw, sc),
+        writeable=False)
+
+
 def input_slab(p: ConvProblem, xv, block, ct, slab_buf):
     """The input pixels an output block reads, zero outside the image: [nb, hs, ws, C] in NHWC and dtype
     ct. A view of the input when the block reads no padding and no conversion is needed; else a copy
