@@ -30,8 +30,8 @@ def reduced(layer):
     elif layer.groups > 1:
         g = min(layer.groups, 4)
         c, k = g * min(layer.C // layer.groups, 4), g * min(layer.K // layer.groups, 4)
-    else:
-        g, c, k = 1, min(layer.C, 12), min(layer.K, 20)
+    else:  # 16 channels reach the implicit GEMM's tap-tile module (CG % 16 == 0), 12 its vector module
+        g, c, k = 1, min(layer.C, 16 if layer.KH * layer.KW > 1 else 12), min(layer.K, 20)
     return dataclasses.replace(layer, N=1, H=h, W=w, C=c, K=k, groups=g)
 
 

@@ -29,7 +29,8 @@
 // K % 4 == 0, KG % 4 == 0 and w aligned to 4 elements. A 4-element chunk then never crosses a tap.
 //
 // What a consumer calls (interface kept stable; the tensor-core kernel uses it too):
-//   IgemmA<T, S, I, BM, BK, THREADS, LDA> a(p, x, g, m0, r0, vec);   // rows m0.., reduction from r0
+//   IgemmA<T, S, I, BM, BK, THREADS, LDA[, VEC_ONLY]> a(p, x, g, m0, r0, vec);   // rows m0.., reduction from r0
+//                                        // (VEC_ONLY: a module that runs vector mode alone)
 //   IgemmB<T, S, I, BK, BN, THREADS, LDB> b(p, w, g, k0, r0, vec);   // columns k0.., from r0
 //   a.copy_async(sA); b.copy_async(sB);  // async_copy (async_copy.cuh) of the current tile into a
 //                                        // stage; needs S == T (kCanCopyAsync); 2-byte elements in
@@ -85,7 +86,7 @@ __device__ __forceinline__ void igemm_copy(T* dst, const T* src, bool in) {
     }
 }
 
-template <typename T, typename S, typename I, int BM, int BK, int THREADS, int LDA>
+template <typename T, typename S, typename I, int BM, int BK, int THREADS, int LDA, bool VEC_ONLY = false>
 struct IgemmA {
     static_assert(THREADS % BM == 0, "IgemmA: every row of the A tile is loaded by THREADS/BM threads");
     static constexpr int kRowThreads = THREADS / BM;
@@ -107,7 +108,7 @@ struct IgemmA {
 
     __device__ __forceinline__ IgemmA(const ConvProblem& p, const T* __restrict__ x_, int g, int m0, int r0, int vec_)
         : x(x_), H(p.H), W(p.W), CG(p.CG), KHD(p.KH * p.DH), KWD(p.KW * p.DW), DH(p.DH), DW(p.DW),
-          xsH(I(p.xsH)), xsW(I(p.xsW)), xsC(I(p.xsC)), vec(vec_ != 0) {
+          xsH(I(p.xsH)), xsW(I(p.xsW)), xsC(I(p.xsC)), vec(VEC_ONLY || vec_ != 0) {
         const int t = threadIdx.x;
         ml = t % BM;
         const int m = m0 + ml;
@@ -190,17 +191,141 @@ struct IgemmA {
         }
     }
 
+    // Position i on to BK elements later (compares and adds: at most one wrap when CG >= BK).
+    __device__ __forceinline__ void step(int i) {
+        c[i] += BK;
+        while (c[i] >= CG) {  // at most once when CG >= BK; a few times for small CG
+            c[i] -= CG;
+            dw[i] += DW;
+            if (dw[i] == KWD) {
+                dw[i] = 0;
+                dh[i] += DH;
+            }
+        }
+    }
+
+    // A module that runs vector mode alone (VEC_ONLY) steps only its kChunks positions; the general
+    // one steps all (those past kChunks unused in vector mode): a loop bounded by the runtime mode
+    // instead made ptxas spill the general module's double entries
     __device__ __forceinline__ void advance() {
 #pragma unroll
-        for (int i = 0; i < kScalar; ++i) {
-            c[i] += BK;
-            while (c[i] >= CG) {  // at most once when CG >= BK; a few times for small CG
-                c[i] -= CG;
-                dw[i] += DW;
-                if (dw[i] == KWD) {
-                    dw[i] = 0;
-                    dh[i] += DH;
-                }
+        for (int i = 0; i < (VEC_ONLY ? kChunks : kScalar); ++i) step(i);
+    }
+};
+
+// Tap tiles (the host checks CG % BK == 0 on top of vector mode, NHWC input): every A tile then lies
+// within one tap and covers BK consecutive channels, so the reduction position (c, kh*DH, kw*DW) is one
+// for the whole block, stepped once per tile by a branch all threads take alike, and a row's BK
+// elements are one contiguous run of the input: one bounds check and one address per row and tile
+// instead of one per 4-element chunk, and no per-chunk tap wrap-around.
+// Thread mapping: lanes 2q and 2q+1 copy the two 4-element chunks of 8 consecutive elements of one
+// row (kPairs such pairs per row, 8 elements apart), so one copy instruction of a warp reads 16 rows x
+// 32 contiguous bytes in float: whole sectors (IgemmA's lanes take 16 bytes of 32 rows: half sectors).
+// Row slot q = t/2 holds rows ml(q) + j*kSlots (j < kRows) with ml(q) = 2*(q%4) + (q/4)%2 + 8*(q/8):
+// a quarter warp stores into rows {0,2,4,6} (or {1,3,5,7}) + 8i, whose 16-byte bank groups
+// 5*row + {0,1} (LDA = 20 floats) are 8 distinct ones for any odd LDA/4: conflict-free stores.
+// Interface and contract as IgemmA's (the consumers take either through the same calls).
+template <typename T, typename S, typename I, int BM, int BK, int THREADS, int LDA>
+struct IgemmATap {
+    static constexpr int kSlots = THREADS / 2;  // rows one pass of the block's threads covers
+    static_assert(kSlots % 8 == 0 && BM % kSlots == 0, "IgemmATap: THREADS/2 a multiple of 8 dividing BM");
+    static constexpr int kRows = BM / kSlots;   // rows per thread
+    static_assert(BK % 8 == 0, "IgemmATap: BK a multiple of 8 (pairs of 4-element chunks)");
+    static constexpr int kPairs = BK / 8;       // chunks per thread and row
+    static_assert(LDA % 4 == 0 && LDA >= BK, "IgemmATap: LDA keeps rows 16-byte aligned and holds BK elements");
+    static constexpr bool kCanCopyAsync = sizeof(S) == sizeof(T);
+    struct Regs { T v[kRows * kPairs * 4]; };
+
+    const T* __restrict__ x;
+    const T* row[kRows];        // x + the offset of (n, ih0, iw0, g*CG) + col of each row (maybe outside x)
+    int ih0[kRows], iw0[kRows]; // each row's top-left input position (out of range past M)
+    int ml0, col;               // the first row within the tile, the thread's first column (0 or 4)
+    int c, dh, dw;              // the tile's channel within the group and tap offsets (kh*DH, kw*DW)
+    I tap;                      // dh*xsH + dw*xsW + c: the tile's offset from a row's base
+    int H, W, CG, KHD, KWD, DH, DW;
+    I next_w, next_h;           // tap's step when c wraps to the next kw, and when kw wraps to the next kh
+
+    __device__ __forceinline__ IgemmATap(const ConvProblem& p, const T* __restrict__ x_, int g, int m0, int r0, int)
+        : x(x_), H(p.H), W(p.W), CG(p.CG), KHD(p.KH * p.DH), KWD(p.KW * p.DW), DH(p.DH), DW(p.DW) {
+        const int q = threadIdx.x / 2;
+        ml0 = 2 * (q % 4) + (q / 4) % 2 + 8 * (q / 8);
+        col = 4 * (threadIdx.x % 2);
+        const int M = p.N * p.OH * p.OW;
+#pragma unroll
+        for (int j = 0; j < kRows; ++j) {
+            const int m = m0 + ml0 + j * kSlots;
+            if (m < M) {
+                const int ow = m % p.OW, rest = m / p.OW;
+                const int oh = rest % p.OH, n = rest / p.OH;
+                ih0[j] = oh * p.SH - p.PT;
+                iw0[j] = ow * p.SW - p.PL;
+                row[j] = x + (I(n) * I(p.xsN) + I(ih0[j]) * I(p.xsH) + I(iw0[j]) * I(p.xsW) + I(g) * I(p.CG) + col);
+            } else {
+                ih0[j] = -KHD - 1;  // no tap reaches the image: the row reads as zeros
+                iw0[j] = 0;
+                row[j] = x;
+            }
+        }
+        const int t = r0 / p.CG;
+        c = r0 - t * p.CG;
+        dh = t / p.KW * p.DH;
+        dw = t % p.KW * p.DW;
+        tap = I(dh) * I(p.xsH) + I(dw) * I(p.xsW) + I(c);
+        next_w = I(p.DW) * I(p.xsW) - I(p.CG);
+        next_h = I(p.DH) * I(p.xsH) - I(KWD) * I(p.xsW);
+    }
+
+    // Row j's first element for this tile and thread, or x itself (a valid address) when it reads as zeros.
+    __device__ __forceinline__ const T* source(int j, bool& in) const {
+        const int ih = ih0[j] + dh, iw = iw0[j] + dw;
+        in = dh < KHD && unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W);
+        return in ? row[j] + tap : x + col;   // x + col + 8*k stays inside x: CG >= BK
+    }
+
+    __device__ __forceinline__ void copy_async(S* __restrict__ sA) const {
+        static_assert(kCanCopyAsync, "IgemmATap::copy_async copies raw elements: S must be T");
+#pragma unroll
+        for (int j = 0; j < kRows; ++j) {
+            bool in;
+            const T* src = source(j, in);
+            S* dst = sA + (ml0 + j * kSlots) * LDA + col;
+#pragma unroll
+            for (int k = 0; k < kPairs; ++k) igemm_copy<4 * sizeof(T)>(dst + 8 * k, src + 8 * k, in);
+        }
+    }
+
+    __device__ __forceinline__ void fetch(Regs& v) const {
+#pragma unroll
+        for (int j = 0; j < kRows; ++j) {
+            bool in;
+            const T* src = source(j, in);
+#pragma unroll
+            for (int k = 0; k < kPairs; ++k) igemm_load4(v.v + 4 * (j * kPairs + k), src + 8 * k, in);
+        }
+    }
+
+    __device__ __forceinline__ void stash(const Regs& v, S* __restrict__ sA) const {
+#pragma unroll
+        for (int j = 0; j < kRows; ++j) {
+            S* dst = sA + (ml0 + j * kSlots) * LDA + col;
+#pragma unroll
+            for (int k = 0; k < kPairs; ++k)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) dst[8 * k + e] = igemm_smem_value<S>(v.v[4 * (j * kPairs + k) + e]);
+        }
+    }
+
+    __device__ __forceinline__ void advance() {
+        c += BK;
+        tap += BK;
+        if (c == CG) {  // CG % BK == 0: the tile after the tap's last channels starts the next tap
+            c = 0;
+            dw += DW;
+            tap += next_w;
+            if (dw == KWD) {
+                dw = 0;
+                dh += DH;
+                tap += next_h;
             }
         }
     }
@@ -215,27 +340,32 @@ struct IgemmB {
     struct Regs { T v[kScalar > 4 * kChunks ? kScalar : 4 * kChunks]; };
 
     const T* __restrict__ w;  // filters of this group's tile columns: w + g*KG + k0
+    const T* __restrict__ wr; // the current tile's first row: w + r*K (a running pointer: the per-element
+                              // offset rl*K + kl stays the same from tile to tile)
     I K;
-    int r, R, kleft;          // current tile's first row, R, columns left in the group (KG - k0)
+    int rleft, kleft;         // rows left in R from the current tile's first (R - r), columns in the group (KG - k0)
     bool vec;
 
     __device__ __forceinline__ IgemmB(const ConvProblem& p, const T* __restrict__ w_, int g, int k0, int r0, int vec_)
-        : w(w_ + I(g) * I(p.KG) + k0), K(I(p.K)), r(r0), R(p.KH * p.KW * p.CG), kleft(p.KG - k0), vec(vec_ != 0) {}
+        : w(w_ + I(g) * I(p.KG) + k0), wr(w + I(r0) * I(p.K)), K(I(p.K)), rleft(p.KH * p.KW * p.CG - r0),
+          kleft(p.KG - k0), vec(vec_ != 0) {}
 
     // Element or chunk i of this thread: its row and column in the tile, false when past the tile.
     __device__ __forceinline__ bool place(int i, int& rl, int& kl) const {
         const int u = threadIdx.x + i * THREADS;
+        // threadIdx.x < THREADS: where the tile splits evenly the bound needs no test (and its branch
+        // would split the loop's copies into separate blocks)
         if (vec) {
             rl = u / (BN / 4);
             kl = u % (BN / 4) * 4;
-            return u < BK * BN / 4;
+            return (BK * BN / 4) % THREADS == 0 ? i < kChunks : u < BK * BN / 4;
         }
         rl = u / BN;
         kl = u % BN;
-        return u < BK * BN;
+        return (BK * BN) % THREADS == 0 ? i < kScalar : u < BK * BN;
     }
 
-    __device__ __forceinline__ bool inside(int rl, int kl) const { return r + rl < R && kl < kleft; }
+    __device__ __forceinline__ bool inside(int rl, int kl) const { return rl < rleft && kl < kleft; }
 
     __device__ __forceinline__ void copy_async(S* __restrict__ sB) const {
         static_assert(kCanCopyAsync, "IgemmB::copy_async copies raw elements: S must be T");
@@ -244,7 +374,7 @@ struct IgemmB {
             int rl, kl;
             if (i >= (vec ? kChunks : kScalar) || !place(i, rl, kl)) break;
             const bool in = inside(rl, kl);
-            const T* src = in ? w + I(r + rl) * K + kl : w;
+            const T* src = in ? wr + (I(rl) * K + kl) : w;
             if (vec) igemm_copy<4 * sizeof(T)>(sB + rl * LDB + kl, src, in);
             else igemm_copy<sizeof(T)>(sB + rl * LDB + kl, src, in);
         }
@@ -256,13 +386,13 @@ struct IgemmB {
             for (int i = 0; i < kChunks; ++i) {
                 int rl, kl;
                 const bool in = place(i, rl, kl) && inside(rl, kl);
-                igemm_load4(v.v + 4 * i, in ? w + I(r + rl) * K + kl : w, in);
+                igemm_load4(v.v + 4 * i, in ? wr + (I(rl) * K + kl) : w, in);
             }
         } else {
 #pragma unroll
             for (int i = 0; i < kScalar; ++i) {
                 int rl, kl;
-                v.v[i] = place(i, rl, kl) && inside(rl, kl) ? w[I(r + rl) * K + kl] : igemm_zero<T>();
+                v.v[i] = place(i, rl, kl) && inside(rl, kl) ? wr[I(rl) * K + kl] : igemm_zero<T>();
             }
         }
     }
@@ -286,5 +416,8 @@ struct IgemmB {
         }
     }
 
-    __device__ __forceinline__ void advance() { r += BK; }
+    __device__ __forceinline__ void advance() {
+        rleft -= BK;
+        wr += I(BK) * K;
+    }
 };

@@ -14,9 +14,10 @@
 //          LDB = IGEMM_BN. No static shared memory.
 // Layouts: x and y NHWC or NCHW (any element strides in ConvProblem), w HWIO; part (split-K only) is
 //   [splits][G][M][KG] in the accumulator type.
-// Arguments: vec_a / vec_b (the host checked alignment: 4-element copies, see igemm_tiles.cuh). A
-//   module compiled with IGEMM_VEC=1 (the default) has only the vector path, for launches where both
-//   hold; IGEMM_VEC=0 chooses per launch (odd channel counts, NCHW, unaligned arrays);
+// Arguments: vec_a / vec_b (the host checked alignment: 4-element copies, see igemm_tiles.cuh). Three
+//   modules: IGEMM_VEC=2 (the default) has only the tap-tile loader (IgemmATap: CG % BK == 0 on top of
+//   both vector modes, the common case), IGEMM_VEC=1 only the vector path of IgemmA, for launches where
+//   both hold; IGEMM_VEC=0 chooses per launch (odd channel counts, NCHW, unaligned arrays);
 //   split_tiles: reduction tiles (IGEMM_BK each) per blockIdx.z slice. When it covers R (one slice)
 //   the block writes y; otherwise blockIdx.z = g*splits + s and the block writes its partial sums to
 //   part, and splitk_reduce.cu adds the slices in a fixed order (deterministic, no atomics).
@@ -71,7 +72,9 @@
 #define IGEMM_STAGES 4
 #endif
 #ifndef IGEMM_VEC
-#define IGEMM_VEC 1  // 1: A and B both in vector mode (the host launches it only then); 0: modes from vec_a/vec_b
+// 2: tap tiles (IgemmATap) and vector B; 1: A and B both in vector mode; 0: modes from vec_a/vec_b.
+// The host launches a module only where its conditions hold.
+#define IGEMM_VEC 2
 #endif
 #ifndef IGEMM_PAD
 #define IGEMM_PAD 4  // LDA = BK + 4: LDA/4 odd, so adjacent rows fall in different bank groups
@@ -171,7 +174,11 @@ __device__ __forceinline__ void mainloop(const ConvProblem& p, const T* __restri
     GPUCONV_DYNAMIC_SHARED(A, smem);
     const int warp = threadIdx.x / 32;
     const int wm0 = warp % (IGEMM_BM / IGEMM_WM) * IGEMM_WM, wn0 = warp / (IGEMM_BM / IGEMM_WM) * IGEMM_WN;
-    IgemmA<T, A, I, IGEMM_BM, IGEMM_BK, IGEMM_THREADS, IGEMM_LDA> a(p, x, g, m0, kt0 * IGEMM_BK, vec_a);
+#if IGEMM_VEC == 2
+    IgemmATap<T, A, I, IGEMM_BM, IGEMM_BK, IGEMM_THREADS, IGEMM_LDA> a(p, x, g, m0, kt0 * IGEMM_BK, vec_a);
+#else
+    IgemmA<T, A, I, IGEMM_BM, IGEMM_BK, IGEMM_THREADS, IGEMM_LDA, IGEMM_VEC == 1> a(p, x, g, m0, kt0 * IGEMM_BK, vec_a);
+#endif
     IgemmB<T, A, I, IGEMM_BK, IGEMM_BN, IGEMM_THREADS, IGEMM_LDB> b(p, w, g, k0, kt0 * IGEMM_BK, vec_b);
 #pragma unroll
     for (int i = 0; i < IGEMM_TM; ++i)

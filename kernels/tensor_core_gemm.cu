@@ -168,7 +168,7 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
 #if TC_VEC
     // constant modes: the loaders' scalar code compiles away (as implicit_gemm.cu's IGEMM_VEC modules)
     (void)vec_a, (void)vec_b;
-    IgemmA<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA> a(p, x, g, m0, 0, 1);
+    IgemmA<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA, true> a(p, x, g, m0, 0, 1);
     IgemmB<T, T, I, L::BK, TC_BN, TC_THREADS, L::LDB> b(p, w, g, k0, 0, 1);
 #else
     IgemmA<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA> a(p, x, g, m0, 0, vec_a);

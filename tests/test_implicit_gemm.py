@@ -26,14 +26,23 @@ def problem(xs, ws, strides=1, padding="SAME", fmt="NHWC", dil=None, dtype=np.fl
     return gpuconv.parse_problem(xs, dtype, ws, dtype, strides, padding, fmt, dil)[0]
 
 
-# Two problems per configuration: NHWC with CG and KG multiples of 4 (the vector-only module), and
-# NCHW with odd channel counts, groups, stride, dilation and asymmetric padding (the general module).
-# R = 72 and 45 reduction elements: several BK tiles, a partial last one, and room for split-K.
+# Three problems per configuration: NHWC with CG and KG multiples of 4 (the vector-only module where
+# CG % BK != 0), NCHW with odd channel counts, groups, stride, dilation and asymmetric padding (the
+# general module), and NHWC groups of 16 channels (the tap-tile module: 2 groups, stride, dilation,
+# M = 110 rows so that 128-row tiles have rows past M in their second pass, 64-row tiles two blocks).
+# R = 72, 45 and 144 reduction elements: several BK tiles, a partial last one, and room for split-K.
 CASES = [
     dict(xs=(2, 7, 9, 8), ws=(3, 3, 8, 12), strides=1, padding="SAME", fmt="NHWC", dil=None),
     dict(xs=(1, 10, 6, 11), ws=(3, 3, 5, 6), strides=(1, 2), padding=[[0, 0], [0, 0], [2, 1], [0, 3]],
          fmt="NCHW", dil=(2, 1)),
+    dict(xs=(2, 9, 11, 32), ws=(3, 3, 16, 16), strides=(2, 1), padding="SAME", fmt="NHWC", dil=(1, 2)),
 ]
+CASE_IDS = ["nhwc_vector", "nchw_general", "nhwc_tap_tiles"]
+
+
+def expected_module(case, bk: int) -> int:
+    """IGEMM_VEC of the module a float case takes: 2 tap tiles, 1 vector, 0 general."""
+    return 0 if case["fmt"] != "NHWC" else 2 if case["ws"][2] % bk == 0 else 1
 
 
 def run_exact(be, algo, case, dtype, seed=0):
@@ -66,9 +75,9 @@ def test_every_configuration_and_split_is_exact_on_every_dtype(monkeypatch, tile
             run_exact(be, algo, case, dtype)
             files = [launch.file for launch in rec.launches]
             assert files == (["implicit_gemm", "splitk_reduce"] if split > 1 else ["implicit_gemm"])
-            vec = ("IGEMM_VEC", 0) not in rec.launches[0].defines
+            mode = dict(rec.launches[0].defines).get("IGEMM_VEC", 2)
             if np.dtype(dtype).itemsize <= 4:  # malloc's 16-byte alignment holds 4 elements (doubles need 32)
-                assert vec == (case["fmt"] == "NHWC")
+                assert mode == expected_module(case, IGEMM_TILES[tiles]["BK"])
 
 
 @needs_emulator
@@ -79,14 +88,15 @@ def test_index_width_of_both_kernels(monkeypatch, force64):
     monkeypatch.setattr(config.settings, "cuda_force_index64", force64)
     base = be.algorithms()["implicit_gemm"]
     for dtype in DTYPES:
-        p = problem(CASES[0]["xs"], CASES[0]["ws"], dtype=dtype)
-        run_exact(be, base.configured("64x64", 2, p), CASES[0], dtype)
+        for case in (CASES[0], CASES[2]):  # the vector and the tap-tile modules
+            p = problem(case["xs"], case["ws"], case["strides"], case["padding"], case["fmt"], case["dil"], dtype)
+            run_exact(be, base.configured("64x64", 2, p), case, dtype)
     assert {launch.kernel.rsplit("_", 1)[1] for launch in rec.launches} == {"i64" if force64 else "i32"}
     assert {launch.file for launch in rec.launches} == {"implicit_gemm", "splitk_reduce"}
 
 
 @needs_emulator
-@pytest.mark.parametrize("case", CASES, ids=["nhwc_vector", "nchw_general"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_pipeline_is_race_free_in_any_thread_order(case):
     """Four stages in flight and split-K partials: every thread order between barriers gives the same bits."""
     rng = np.random.default_rng(3)
@@ -226,22 +236,17 @@ def _nvrtc_reason():
 
 
 NVRTC_REASON = _nvrtc_reason()
-# A known, open defect, asserted exactly so that any other spill fails and a fix shows (then delete it):
-# the general module's double entry with 64-bit indices needs one register more than sm_75's 255 at 8x8
-# register tiles. Giving doubles smaller tiles on sm_75 is the fix still to make (README: Implicit GEMM).
-KNOWN_SPILLS = {("128x128", 0): ["implicit_gemm.cu [sm_75]: conv_igemm_f64_i64 spills 4 bytes stored / 4 bytes "
-                                 "loaded to local memory"]}
 
 
 @pytest.mark.skipif(NVRTC_REASON is not None, reason=f"NVRTC not usable: {NVRTC_REASON}")
-@pytest.mark.parametrize("tiles,vec", [(t, 1) for t in IGEMM_TILES] + [("128x128", 0)])
+@pytest.mark.parametrize("tiles,vec", [(t, 2) for t in IGEMM_TILES] + [("128x128", 1), ("128x128", 0)])
 def test_every_configuration_compiles_without_spills(tiles, vec):
-    """Each tile configuration at its most stages (what a device with the opt-in gets) as the vector-only
-    module, and the default configuration as the general module too."""
+    """Each tile configuration at its most stages (what a device with the opt-in gets) as the tap-tile
+    module, and the default configuration as the vector-only and the general module too."""
     algo = ImplicitGemm(FakeBackend(227 * 1024), tiles)
-    defines = [f"{k}={v}" for k, v in algo.defines] + ([] if vec else ["IGEMM_VEC=0"])
+    defines = [f"{k}={v}" for k, v in algo.defines] + ([] if vec == 2 else [f"IGEMM_VEC={vec}"])
     reports = report.compile_report([sources.kernel_path("implicit_gemm")], ("sm_75", "sm_80", "sm_90"),
                                     defines=defines)
-    assert report.problems(reports) == KNOWN_SPILLS.get((tiles, vec), [])
+    assert report.problems(reports) == []
     for r in reports:
         assert {f.threads for f in r.functions if f.entry} == {algo.threads}

@@ -459,8 +459,10 @@ class ImplicitGemm(CudaAlgorithm):
         vec = 4 * x.itemsize
         vec_a = p.layout == "NHWC" and p.CG % 4 == 0 and _address(x) % vec == 0
         vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
-        # a module with the vector path alone where both hold (the common case), else the general one
-        defines = self.defines + (() if vec_a and vec_b else (("IGEMM_VEC", 0),))
+        # the module with the tap-tile loader where every A tile lies within one tap (the common case),
+        # the vector-only one where both vector modes hold, else the general one (implicit_gemm.cu)
+        mode = 0 if not (vec_a and vec_b) else 2 if p.CG % self.tile("BK") == 0 else 1
+        defines = self.defines + (() if mode == 2 else (("IGEMM_VEC", mode),))
         conv = conv_problem_struct(p)
         threads = self.macro("splitk_reduce", "SPLITK_THREADS")
         total = p.G * p.M * p.KG
