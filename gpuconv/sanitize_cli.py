@@ -136,5 +136,25 @@ def print_counters(per_kernel: dict, fmas: dict) -> None:
         table.add_row(name, str(len(cs)), f"{sec / req:.2f}" if req else "-",
                       f"{byt / (32 * sec):.0%}" if sec else "-", f"{wav / sreq:.2f}" if sreq else "-",
                       f"{moved:,}", f"{fmas.get(name, 0) / moved:.2f}" if moved else "-")
+    # per argument (x: the input, w: the filters, y / part / col: outputs and workspaces), float32 entries
+    # with 32-bit indices: which array's accesses make up the kernel's sectors
+    args = Table(title="global requests per kernel argument (float32, 32-bit indices)")
+    for col in ("kernel", "argument"):
+        args.add_column(col, no_wrap=True)
+    for col in ("requests", "sectors/req", "efficiency"):
+        args.add_column(col, justify="right")
+    for name, cs in sorted(per_kernel.items()):
+        if not name.endswith("_f32_i32"):
+            continue
+        totals: dict[str, list] = {}
+        for c in cs:
+            for arg, three in c.per_argument.items():
+                t = totals.setdefault(arg, [0, 0, 0])
+                for i in range(3):
+                    t[i] += three[i]
+        for arg, (req, sec, byt) in totals.items():
+            args.add_row(name, arg, f"{req:,}", f"{sec / req:.2f}", f"{byt / (32 * sec):.0%}" if sec else "-")
     console = Console()
-    Console(width=max(console.width, 110)).print(table)  # a pipe's 80 columns would truncate it
+    wide = Console(width=max(console.width, 110))  # a pipe's 80 columns would truncate it
+    wide.print(table)
+    wide.print(args)

@@ -199,6 +199,8 @@ def test_global_sectors(module, kernel, nx, requests, sectors):
     c = run(module, kernel, tools=(), counters=True, nx=nx)
     assert (c.global_requests, c.global_sectors) == (requests, sectors)
     assert c.global_bytes == 2 * 32 * 4
+    # the same split by argument: one request each, y's 4 sectors, x's the rest
+    assert c.per_argument == {"x": (1, sectors - 4, 128), "y": (1, 4, 128)}
 
 
 @pytest.mark.parametrize("kernel, column_wavefronts", [("bank_conflict", 32), ("bank_conflict_ok", 1)])
@@ -214,6 +216,7 @@ def test_sanitize_command_checks_shipped_kernels(capsys):
     assert main(["sanitize", "--layers", "mobilenet_dw_3x3", "--counters"]) == 0
     out = capsys.readouterr().out
     assert "0 report(s)" in out and "conv_depthwise_f32_i32" in out
+    assert "global requests per kernel argument" in out
     with pytest.raises(ValueError, match=r"--tool='memcheck,nope' is not allowed"):
         main(["sanitize", "--tool", "memcheck,nope"])
 

@@ -326,6 +326,7 @@ GPUCONV_RUNTIME inline void async_land(int keep) {
         if (c.bytes == 16) async_copy_chunk<16>(c.dst, c.src, c.src_bytes);
         else if (c.bytes == 8) async_copy_chunk<8>(c.dst, c.src, c.src_bytes);
         else async_copy_chunk<4>(c.dst, c.src, c.src_bytes);
+        gpuconv_san::async_landed();
         gpuconv_san::pause();
     }
     if (self->copies_landed == q.size()) {

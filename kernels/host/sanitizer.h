@@ -80,11 +80,14 @@ constexpr uint32_t kManyReaders = 0xFFFFu;
 struct Counters {
     uint64_t global_requests = 0, global_sectors = 0, global_bytes = 0;  // bytes: requested by lanes
     uint64_t shared_requests = 0, shared_wavefronts = 0;
+    // the same three global counts per region (kernel argument), by the region of a request's first lane
+    std::vector<uint64_t> region_requests, region_sectors, region_bytes;
 };
 
 struct State {
     unsigned tools = 0;
     bool active = false;  // true while a kernel thread (fiber) runs: the scheduler's own accesses are not the kernel's
+    bool landing = false; // an async copy is landing (COUNTERS: its global read was counted at issue)
     std::vector<Region> regions;
     std::vector<std::vector<uint64_t>> last_writer;  // per region (GLOBAL_OUT): global thread id + 1 per byte
     std::vector<std::vector<unsigned char>> touched;  // COUNTERS, per region: bit 0 read, bit 1 written, per byte
@@ -124,6 +127,7 @@ inline bool pause() { return false; }
 inline void resume(bool) {}
 inline void async_issue(const void*, const void*, unsigned, unsigned) {}
 inline void async_landing(const void*, unsigned) {}
+inline void async_landed() {}
 inline void warp_synced(unsigned) {}
 #else
 GPUCONV_SAN_FN void shared_layout(unsigned char* dyn, size_t bytes) {
@@ -198,15 +202,31 @@ GPUCONV_SAN_FN void block_end() {
         const auto& q = kv.second;
         if (q.global) {
             std::vector<uintptr_t> sectors, bytes;  // bytes: lanes reading one address ask for it once
+            const std::pair<uintptr_t, unsigned>* first = nullptr;
             for (auto& l : q.lanes) {
+                if (l.second == 0) continue;  // a zero-fill copy's lane: no sector
+                if (!first) first = &l;
                 for (uintptr_t sec = l.first >> 5; sec <= (l.first + l.second - 1) >> 5; ++sec) sectors.push_back(sec);
                 for (uintptr_t b = l.first; b < l.first + l.second; ++b) bytes.push_back(b);
             }
+            if (!first) continue;  // every lane zero-filled: nothing read
             std::sort(bytes.begin(), bytes.end());
-            s.counters.global_bytes += size_t(std::unique(bytes.begin(), bytes.end()) - bytes.begin());
+            const size_t nbytes = size_t(std::unique(bytes.begin(), bytes.end()) - bytes.begin());
             std::sort(sectors.begin(), sectors.end());
-            s.counters.global_sectors += size_t(std::unique(sectors.begin(), sectors.end()) - sectors.begin());
+            const size_t nsectors = size_t(std::unique(sectors.begin(), sectors.end()) - sectors.begin());
+            s.counters.global_bytes += nbytes;
+            s.counters.global_sectors += nsectors;
             ++s.counters.global_requests;
+            for (size_t r = 0; r < s.regions.size(); ++r) {
+                const Region& g = s.regions[r];
+                if ((g.kind == GLOBAL_IN || g.kind == GLOBAL_OUT) && first->first >= g.base &&
+                    first->first < g.base + g.size) {
+                    s.counters.region_requests[r] += 1;
+                    s.counters.region_sectors[r] += nsectors;
+                    s.counters.region_bytes[r] += nbytes;
+                    break;
+                }
+            }
         } else {
             // wavefronts = the most distinct 4-byte words any one bank must deliver (same word: broadcast)
             std::vector<uintptr_t> words;
@@ -482,7 +502,7 @@ GPUCONV_SAN_FN void check_access(const void* p, unsigned size, bool write, unsig
         }
     }
     if (s.tools & COUNTERS) {
-        count(pc, a, size, true);
+        if (!s.landing) count(pc, a, size, true);
         auto& tb = s.touched[size_t(hit - s.regions.data())];
         for (unsigned i = 0; i < size; ++i) tb[off + i] |= write ? 2 : 1;
     }
@@ -496,13 +516,25 @@ GPUCONV_SAN_FN void atomic_access(const void* p, unsigned size) {
 GPUCONV_SAN_FN void async_issue(const void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
     const void* pc = __builtin_return_address(0);
     if (src_bytes > 0) access(src, src_bytes, false, bytes, pc, ASYNC_ISSUE);
+    State& s = st();
+    if (s.active && (s.tools & COUNTERS)) {
+        // the copy's global request is counted here, where the instruction executes, not when it lands
+        // (a zero-fill copy reads nothing there): every lane's copies then number alike in its warp, and
+        // a zero-fill lane is one of the request's lanes that asks for no sector
+        s.active = false;
+        count(pc, uintptr_t(src), src_bytes, true);
+        s.active = true;
+    }
     access(dst, bytes, true, bytes, pc, ASYNC_ISSUE);
 }
 
-// The running thread's copy into dst is about to land.
+// The running thread's copy into dst is about to land (its global read then counts as compulsory traffic
+// but not as a request: async_issue counted that); async_landed() ends the landing.
 GPUCONV_SAN_FN void async_landing(const void* dst, unsigned bytes) {
     access(dst, bytes, true, 0, __builtin_return_address(0), ASYNC_LANDING);
+    st().landing = true;
 }
+GPUCONV_SAN_FN void async_landed() { st().landing = false; }
 #endif
 
 }  // namespace gpuconv_san
@@ -566,6 +598,9 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_begin(unsigned tools, co
     s.static_hi = uintptr_t(__stop_gpuconv_shared);
     s.static_shadow.assign(s.static_hi - s.static_lo, SharedShadow{});
     s.counters = Counters{};
+    s.counters.region_requests.assign(size_t(n), 0);
+    s.counters.region_sectors.assign(size_t(n), 0);
+    s.counters.region_bytes.assign(size_t(n), 0);
     s.copies_in_flight = 0;
     s.requests.clear();
     s.executions.clear();
@@ -579,6 +614,16 @@ __attribute__((no_sanitize("thread"))) void gpuconv_san_counters(unsigned long l
         for (unsigned char b : tb) { read += b & 1; written += b >> 1; }
     const unsigned long long v[] = {c.global_requests, c.global_sectors, c.global_bytes, c.shared_requests,
                                     c.shared_wavefronts, read, written};
+    std::memcpy(out, v, sizeof v);
+}
+
+// Region i's global requests, sectors and bytes (out[0..2]); zeros past the regions.
+__attribute__((no_sanitize("thread"))) void gpuconv_san_region_counters(int i, unsigned long long* out) {
+    const auto& c = gpuconv_san::st().counters;
+    const size_t r = size_t(i);
+    const bool in = i >= 0 && r < c.region_requests.size();
+    const unsigned long long v[] = {in ? c.region_requests[r] : 0, in ? c.region_sectors[r] : 0,
+                                    in ? c.region_bytes[r] : 0};
     std::memcpy(out, v, sizeof v);
 }
 

@@ -88,6 +88,8 @@ class Counters:
     shared_wavefronts: int     # per request: the most distinct 4-byte words one of the 32 banks serves
     unique_read_bytes: int     # distinct global bytes read: what the launch must move at least
     unique_written_bytes: int  # distinct global bytes written
+    # global (requests, sectors, bytes) per kernel argument that had any, by the first lane's address
+    per_argument: dict = dataclasses.field(default_factory=dict)
 
     @property
     def sectors_per_request(self) -> float:
@@ -134,6 +136,9 @@ class SanitizedModule(EmulatedModule):
         self.lib.gpuconv_san_begin.restype = None
         self.lib.gpuconv_san_counters.argtypes = [ctypes.POINTER(ctypes.c_ulonglong)]
         self.lib.gpuconv_san_counters.restype = None
+        self.lib.gpuconv_san_region_counters.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_ulonglong)]
+        self.lib.gpuconv_san_region_counters.restype = None
+        self._region_names: list[str] = []
         self.lib.gpuconv_san_static_shared.restype = ctypes.c_size_t
         self.shared_arrays = static_shared_arrays(str(self.path))
         self.mask = 0
@@ -151,7 +156,13 @@ class SanitizedModule(EmulatedModule):
                 return None
             raw = (ctypes.c_ulonglong * 7)()
             self.lib.gpuconv_san_counters(raw)
-            return Counters(launch.kernel, *[int(v) for v in raw])
+            per_argument = {}
+            for i, name in enumerate(self._region_names):
+                three = (ctypes.c_ulonglong * 3)()
+                self.lib.gpuconv_san_region_counters(i, three)
+                if three[0]:
+                    per_argument[name] = tuple(int(v) for v in three)
+            return Counters(launch.kernel, *[int(v) for v in raw], per_argument=per_argument)
 
     def _before_launch(self, launch: Launch, holders: list, ptrs) -> None:
         regions, keep = [], []
@@ -183,6 +194,7 @@ class SanitizedModule(EmulatedModule):
                 regions.append((off, size, 0, 0, None, SHARED_STATIC, name))
         arr = (Region * len(regions))(*[Region(*r[:6], r[6].encode()) for r in regions])
         self._keep = (arr, keep)  # alive until the next launch: the C side holds pointers into them
+        self._region_names = [r[6] for r in regions]
         self.lib.gpuconv_san_begin(self.mask, arr, len(regions))
 
 
