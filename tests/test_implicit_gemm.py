@@ -250,3 +250,27 @@ def test_every_configuration_compiles_without_spills(tiles, vec):
     assert report.problems(reports) == []
     for r in reports:
         assert {f.threads for f in r.functions if f.entry} == {algo.threads}
+
+
+@needs_emulator
+def test_tap_tile_copies_read_whole_sectors(monkeypatch):
+    """The tap-tile loader's lane pairs copy 32 contiguous bytes of a row: with x 256-byte aligned (as CuPy
+    allocates), every sector its x requests touch is read whole (the emulator's counters, per argument)."""
+    from gpuconv.backends.cuda import sanitizer
+    case = CASES[2]
+    monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "memcheck")
+    monkeypatch.setattr(sanitizer, "collected", [])
+    be = emulator.EmulatorBackend()
+    rng = np.random.default_rng(4)
+    buf = np.empty(int(np.prod(case["xs"])) + 64, np.float32)
+    start = (-buf.ctypes.data % 256) // 4
+    x = buf[start:start + int(np.prod(case["xs"]))].reshape(case["xs"])
+    x[...] = rng.integers(-1, 2, case["xs"])
+    w = rng.integers(-1, 2, case["ws"]).astype(np.float32)
+    p = problem(case["xs"], case["ws"], case["strides"], case["padding"], case["fmt"], case["dil"])
+    y = be.xp.empty(p.output_shape, np.float32)
+    be.algorithms()["implicit_gemm"].configured("128x32", 1, p).run(p, x, w, y)
+    np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, p))
+    (c,) = sanitizer.collected
+    requests, sectors, nbytes = c.per_argument["x"]
+    assert requests > 0 and nbytes == 32 * sectors
