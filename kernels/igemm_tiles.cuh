@@ -86,6 +86,31 @@ __device__ __forceinline__ void igemm_copy(T* dst, const T* src, bool in) {
     }
 }
 
+// Output pixel m's top-left input position (ih0, iw0) and the x offset of (n, ih0, iw0, g*CG), which may be
+// negative (only valid taps are read). Past M: a position no tap reaches (the row reads as zeros), offset 0.
+template <typename I>
+__device__ __forceinline__ I igemm_row_origin(const ConvProblem& p, int m, int g, int& ih0, int& iw0) {
+    if (m >= p.N * p.OH * p.OW) {
+        ih0 = -p.KH * p.DH - 1;
+        iw0 = 0;
+        return I(0);
+    }
+    const int ow = m % p.OW, rest = m / p.OW;
+    const int oh = rest % p.OH, n = rest / p.OH;
+    ih0 = oh * p.SH - p.PT;
+    iw0 = ow * p.SW - p.PL;
+    return I(n) * I(p.xsN) + I(ih0) * I(p.xsH) + I(iw0) * I(p.xsW) + I(g) * I(p.CG) * I(p.xsC);
+}
+
+// Reduction position r as its channel within the group and its tap offsets (kh*DH, kw*DW); dh >= KH*DH
+// once r >= R (the position reads as zeros).
+__device__ __forceinline__ void igemm_position(const ConvProblem& p, int r, int& c, int& dh, int& dw) {
+    const int tap = r / p.CG;
+    c = r - tap * p.CG;
+    dh = tap / p.KW * p.DH;
+    dw = tap % p.KW * p.DW;
+}
+
 template <typename T, typename S, typename I, int BM, int BK, int THREADS, int LDA, bool VEC_ONLY = false>
 struct IgemmA {
     static_assert(THREADS % BM == 0, "IgemmA: every row of the A tile is loaded by THREADS/BM threads");
@@ -111,27 +136,10 @@ struct IgemmA {
           xsH(I(p.xsH)), xsW(I(p.xsW)), xsC(I(p.xsC)), vec(VEC_ONLY || vec_ != 0) {
         const int t = threadIdx.x;
         ml = t % BM;
-        const int m = m0 + ml;
-        if (m < p.N * p.OH * p.OW) {
-            const int ow = m % p.OW, rest = m / p.OW;
-            const int oh = rest % p.OH, n = rest / p.OH;
-            ih0 = oh * p.SH - p.PT;
-            iw0 = ow * p.SW - p.PL;
-            row = I(n) * I(p.xsN) + I(ih0) * xsH + I(iw0) * xsW + I(g) * I(p.CG) * xsC;
-        } else {
-            ih0 = -KHD - 1;  // no tap reaches the image: the row reads as zeros
-            iw0 = 0;
-            row = 0;
-        }
+        row = igemm_row_origin<I>(p, m0 + ml, g, ih0, iw0);
         const int step = vec ? 4 : 1;
 #pragma unroll
-        for (int i = 0; i < kScalar; ++i) {
-            const int r = r0 + (t / BM + i * kRowThreads) * step;
-            const int tap = r / p.CG;
-            c[i] = r - tap * p.CG;
-            dh[i] = tap / p.KW * p.DH;   // >= KHD once r >= R: the position reads as zeros
-            dw[i] = tap % p.KW * p.DW;
-        }
+        for (int i = 0; i < kScalar; ++i) igemm_position(p, r0 + (t / BM + i * kRowThreads) * step, c[i], dh[i], dw[i]);
     }
 
     // The x offset of position i, or -1 when it reads as zero.
@@ -237,7 +245,8 @@ struct IgemmATap {
     struct Regs { T v[kRows * kPairs * 4]; };
 
     const T* __restrict__ x;
-    const T* row[kRows];        // x + the offset of (n, ih0, iw0, g*CG) + col of each row (maybe outside x)
+    const T* row[kRows];        // x + the offset of (n, ih0, iw0, g*CG) + col of each row (maybe outside x;
+                                // x itself past M: x + col there made ptxas' loop 6-8 instructions longer)
     int ih0[kRows], iw0[kRows]; // each row's top-left input position (out of range past M)
     int ml0, col;               // the first row within the tile, the thread's first column (0 or 4)
     int c, dh, dw;              // the tile's channel within the group and tap offsets (kh*DH, kw*DW)
@@ -250,26 +259,13 @@ struct IgemmATap {
         const int q = threadIdx.x / 2;
         ml0 = 2 * (q % 4) + (q / 4) % 2 + 8 * (q / 8);
         col = 4 * (threadIdx.x % 2);
-        const int M = p.N * p.OH * p.OW;
 #pragma unroll
         for (int j = 0; j < kRows; ++j) {
             const int m = m0 + ml0 + j * kSlots;
-            if (m < M) {
-                const int ow = m % p.OW, rest = m / p.OW;
-                const int oh = rest % p.OH, n = rest / p.OH;
-                ih0[j] = oh * p.SH - p.PT;
-                iw0[j] = ow * p.SW - p.PL;
-                row[j] = x + (I(n) * I(p.xsN) + I(ih0[j]) * I(p.xsH) + I(iw0[j]) * I(p.xsW) + I(g) * I(p.CG) + col);
-            } else {
-                ih0[j] = -KHD - 1;  // no tap reaches the image: the row reads as zeros
-                iw0[j] = 0;
-                row[j] = x;
-            }
+            const I off = igemm_row_origin<I>(p, m, g, ih0[j], iw0[j]);
+            row[j] = m < p.N * p.OH * p.OW ? x + (off + col) : x;
         }
-        const int t = r0 / p.CG;
-        c = r0 - t * p.CG;
-        dh = t / p.KW * p.DH;
-        dw = t % p.KW * p.DW;
+        igemm_position(p, r0, c, dh, dw);
         tap = I(dh) * I(p.xsH) + I(dw) * I(p.xsW) + I(c);
         next_w = I(p.DW) * I(p.xsW) - I(p.CG);
         next_h = I(p.DH) * I(p.xsH) - I(KWD) * I(p.xsW);
