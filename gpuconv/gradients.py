@@ -11,8 +11,9 @@ NumPy workspace, as for the forward pass: col2im, im2col, per-tap GEMMs, the str
 forward convolution, depthwise) and backends/cuda/gradients.py (the kernels of both CUDA backends).
 
 backend= / algorithm= work as for conv2d: "auto" runs CuPy arrays on the cupy backend and everything else
-on numpy; the CUDA backends' algorithms are in backends/cuda/gradients.py. The result has the array type
-of out_backprop (NumPy or CuPy).
+on numpy; the CUDA backends' algorithms are in backends/cuda/gradients.py. Arrays of other libraries come
+in through DLPack or the CUDA array interface, as for conv2d (gpuconv.interop); the result has the array
+type of out_backprop (NumPy, CuPy, or the library it came from: PyTorch, JAX).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .arg_types import IntOrInts, Padding
 from .backends import check_backend_name, get_backend, unusable_reason
 from .backends.base import Algorithm
 from .backends.numpy.ieee import ieee
+from .interop import Call, import_array, import_shape
 from .problem import ConvProblem, parse_problem
 
 
@@ -85,6 +87,7 @@ def _gradient(which: str, backend, algorithm, p: ConvProblem, a, dy, shape: tupl
 
 def _sizes(name: str, sizes, rank: Optional[int] = None) -> tuple[int, ...]:
     """A shape given as a list, tuple or 1-D integer array of non-negative ints."""
+    sizes = import_shape(name, sizes)
     vals = sizes.tolist() if isinstance(sizes, np.ndarray) and sizes.ndim == 1 else sizes
     ok = isinstance(vals, (list, tuple)) and (rank is None or len(vals) == rank) and all(
         isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in vals)
@@ -111,11 +114,12 @@ def conv2d_backprop_input(input_sizes, filters, out_backprop, strides: IntOrInts
     """dL/d(input) of conv2d(input, filters, ...) for the upstream gradient out_backprop, as
     tf.compat.v1.nn.conv2d_backprop_input: input_sizes is the input's shape (rank >= 4, in data_format).
     backend, algorithm: as for conv2d (gradient_algorithms(backend, "input") lists the algorithms)."""
-    w = _as_array("filters", filters)
-    dy = _as_array("out_backprop", out_backprop, like=w)
+    call = Call.enter(out_backprop, filters, names=("out_backprop", "filters"))  # dy's library back
+    w = _as_array("filters", call.filters)
+    dy = _as_array("out_backprop", call.input, like=w)
     x_shape = _sizes("input_sizes", input_sizes)
     p, _ = _problem(x_shape, w.shape, w.dtype, dy, strides, padding, data_format, dilations)
-    return _gradient("input", backend, algorithm, p, w, dy, x_shape)
+    return call.result(_gradient("input", backend, algorithm, p, w, dy, x_shape))
 
 
 def conv2d_backprop_filter(input, filter_sizes, out_backprop, strides: IntOrInts = 1, padding: Padding = "VALID",
@@ -124,11 +128,12 @@ def conv2d_backprop_filter(input, filter_sizes, out_backprop, strides: IntOrInts
     """dL/d(filters) of conv2d(input, filters, ...) for the upstream gradient out_backprop, as
     tf.compat.v1.nn.conv2d_backprop_filter: filter_sizes is the filters' shape [KH, KW, C / G, K].
     backend, algorithm: as for conv2d (gradient_algorithms(backend, "filter") lists the algorithms)."""
-    x = _as_array("input", input)
-    dy = _as_array("out_backprop", out_backprop, like=x)
+    call = Call.enter(out_backprop, input, names=("out_backprop", "input"))
+    x = _as_array("input", call.filters)
+    dy = _as_array("out_backprop", call.input, like=x)
     w_shape = _sizes("filter_sizes", filter_sizes, rank=4)
     p, _ = _problem(x.shape, w_shape, x.dtype, dy, strides, padding, data_format, dilations)
-    return _gradient("filter", backend, algorithm, p, x, dy, w_shape)
+    return call.result(_gradient("filter", backend, algorithm, p, x, dy, w_shape))
 
 
 def conv2d_transpose(input, filters, output_shape, strides: IntOrInts = 1, padding: Padding = "SAME",
@@ -151,9 +156,12 @@ def conv2d_grads(input, filters, out_backprop, strides: IntOrInts = 1, padding: 
         raise ValueError(f"algorithm={algorithm!r} is not allowed: expected 'auto' or a pair (input gradient's "
                          f"algorithm, filter gradient's algorithm)")
     ai, af = pair or ("auto", "auto")
-    x = _as_array("input", input)
-    w = _as_array("filters", filters, like=x)
-    return (conv2d_backprop_input(x.shape, w, out_backprop, strides, padding, data_format, dilations,
-                                  backend=backend, algorithm=ai),
-            conv2d_backprop_filter(x, w.shape, out_backprop, strides, padding, data_format, dilations,
-                                   backend=backend, algorithm=af))
+    # each array imported once; both results in out_backprop's library
+    call = Call.enter(out_backprop, input, names=("out_backprop", "input"))
+    x = _as_array("input", call.filters)
+    w = _as_array("filters", import_array("filters", filters), like=x)
+    dy = call.input
+    return (call.result(conv2d_backprop_input(x.shape, w, dy, strides, padding, data_format, dilations,
+                                              backend=backend, algorithm=ai)),
+            call.result(conv2d_backprop_filter(x, w.shape, dy, strides, padding, data_format, dilations,
+                                               backend=backend, algorithm=af)))

@@ -63,8 +63,8 @@ def import_array(name: str, a):
             if host is not None:
                 return host
             raise TypeError(f"{name} of type {type(a).__module__}.{type(a).__name__} could not be imported "
-                            f"through DLPack: {e}. Allowed: float16, float32, float64 (and bfloat16 where the "
-                            f"library also offers __array__, as JAX does)") from None
+                            f"through DLPack: {e}. Allowed: float16, float32, float64 (and bfloat16 from "
+                            f"PyTorch, or from a library whose __array__ gives it, as JAX's does)") from None
         if not hasattr(a, "__cuda_array_interface__"):
             raise ValueError(f"{name} of type {type(a).__name__} lives on DLPack device ({dev_type}, {dev_id}); "
                              f"allowed: host memory (types {sorted(_DL_HOST)}) or CUDA memory "
@@ -79,8 +79,13 @@ def to_host(name: str, a) -> np.ndarray:
 
 
 def _host_fallback(a) -> Optional[np.ndarray]:
-    """bfloat16 has no DLPack code NumPy reads; a library whose __array__ yields ml_dtypes' bfloat16
-    (JAX) still hands it over without a copy on the CPU."""
+    """bfloat16 has no DLPack code NumPy reads. A PyTorch CPU tensor hands its bits over as int16 (a view:
+    no copy), a library whose __array__ yields ml_dtypes' bfloat16 (JAX) the array itself."""
+    if module_root(a) == "torch":
+        import torch
+        if a.dtype != torch.bfloat16 or a.requires_grad or a.is_conj():
+            return None                   # DLPack's own error says why (e.g. use tensor.detach())
+        return np.from_dlpack(a.view(torch.int16)).view(bfloat16)
     if not hasattr(a, "__array__"):
         return None
     try:
@@ -92,6 +97,8 @@ def _host_fallback(a) -> Optional[np.ndarray]:
 
 def _to_torch(y):
     import torch
+    if y.dtype == bfloat16:  # NumPy cannot export bfloat16 through DLPack: its bits go as int16
+        return torch.from_dlpack(y.view(np.int16)).view(torch.bfloat16)
     return torch.from_dlpack(y)
 
 
@@ -119,9 +126,11 @@ class Call:
     _library: str = ""
 
     @classmethod
-    def enter(cls, input, filters, out=None) -> "Call":
+    def enter(cls, input, filters, out=None, names=("input", "filters")) -> "Call":
+        """`input` decides the result's library (the gradients pass out_backprop there, and the two
+        arguments' own names for the messages)."""
         library = module_root(input) if is_foreign(input) else ""
-        call = cls(import_array("input", input), import_array("filters", filters), out, None, library)
+        call = cls(import_array(names[0], input), import_array(names[1], filters), out, None, library)
         if out is not None:
             view = import_array("out", out)
             if not is_native(view):
@@ -140,6 +149,12 @@ class Call:
             return self.out
         convert = RETURNED_AS.get(self._library)
         return convert(y) if convert is not None else y
+
+
+def import_shape(name: str, a):
+    """A shape argument given as an array of another library (a 1-D PyTorch/JAX integer tensor, as TF
+    accepts a tensor for input_sizes) as a NumPy array; anything else as it was."""
+    return to_host(name, a) if is_foreign(a) else a
 
 
 def _writeable(a) -> bool:
