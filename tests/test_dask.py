@@ -180,3 +180,18 @@ def test_cupy_backed_dask_array_runs_blocks_on_the_gpu():
     y = gdask.conv2d(xd, w, 1, "SAME").compute(scheduler="threads")
     assert type(y) is cupy.ndarray
     np.testing.assert_array_equal(y.get(), gpuconv.conv2d(x, w, 1, "SAME", backend="numpy"))
+
+
+@pytest.mark.skipif(NO_CUDA is not None, reason=f"no CUDA device: {NO_CUDA}")
+def test_local_cuda_cluster_runs_cupy_blocks_one_worker_per_gpu():
+    """The README's multi-GPU recipe: dask-cuda's LocalCUDACluster (the GPU workflow installs dask-cuda)."""
+    dask_cuda = pytest.importorskip("dask_cuda", reason="dask-cuda is not installed (pip install dask-cuda)")
+    import cupy
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 4, (4, 24, 20, 3)).astype(np.float32)
+    w = rng.integers(-3, 4, (3, 3, 3, 4)).astype(np.float32)
+    with dask_cuda.LocalCUDACluster(dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        xd = da.from_array(x, chunks=(1, 11, 20, 3)).map_blocks(cupy.asarray)
+        y = c.compute(gdask.conv2d(xd, w, 2, "SAME")).result()
+    assert type(y) is cupy.ndarray
+    np.testing.assert_array_equal(y.get(), gpuconv.conv2d(x, w, 2, "SAME", backend="numpy"))
