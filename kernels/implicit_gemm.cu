@@ -41,7 +41,10 @@
 //   staged) and float on sm_75 (no cp.async) use a register double buffer instead: the next tile is
 //   loaded into registers before the current one is multiplied and stored to the other stage after
 //   it. Doubles on sm_75 keep the stage pipeline, its copies synchronous (async_copy.cuh).
-// Accumulation in float (double for double), rounded once at the store.
+// Accumulation in float (double for double), rounded once at the store. Epilogue: each thread's 4-column
+//   groups go out as one vector store each (16 bytes for float) where y (or part) has contiguous
+//   channels, rows on 4-element boundaries, KG % 4 == 0 and 4-element alignment (vector_stores), else
+//   element by element.
 #include "common.cuh"
 #include "async_copy.cuh"
 #include "igemm_tiles.cuh"
@@ -192,7 +195,8 @@ __device__ __forceinline__ void mainloop(const ConvProblem& p, const T* __restri
         a, b, smem, STAGE, STAGE_A, kt1 - kt0, [&](const A* sA, const A* sB) { multiply(sA, sB, wm0, wn0, acc); });
 }
 
-// Calls out(m, n, oh, ow, k, value) for each element of the register tile inside C.
+// Calls out(m, k, v) for each 4-column group of the register tile whose row m lies inside C: columns
+// k..k+3 (k a multiple of 4), values v[0..3]; the caller skips columns past KG.
 template <typename A, typename F>
 __device__ __forceinline__ void for_each_output(const ConvProblem& p, int m0, int k0,
                                                 const A (&acc)[IGEMM_TM][IGEMM_TN], F out) {
@@ -205,13 +209,27 @@ __device__ __forceinline__ void for_each_output(const ConvProblem& p, int m0, in
         const int m = m0 + wm0 + i * LANES_M + lane_m;
         if (m >= M) continue;
 #pragma unroll
-        for (int j = 0; j < IGEMM_TN / 4; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int k = k0 + wn0 + j * 4 * LANES_N + 4 * lane_n + e;
-                if (k < p.KG) out(m, k, acc[i][4 * j + e]);
-            }
+        for (int j = 0; j < IGEMM_TN / 4; ++j) out(m, k0 + wn0 + j * 4 * LANES_N + 4 * lane_n, &acc[i][4 * j]);
     }
+}
+
+// Whether a 4-column group goes to memory as one vector store (16 bytes for float): the columns are
+// contiguous (ysK = 1), every row starts on a multiple of 4 elements and groups never straddle KG or a
+// group's end (KG % 4 == 0), and the array is aligned to 4 elements. A warp's stores then cover
+// LANES_N * 4 contiguous elements of LANES_M rows: whole 32-byte sectors, where its element-wise stores
+// (lanes 4 elements apart) used a quarter of each sector per instruction.
+template <typename T>
+__device__ __forceinline__ bool vector_stores(const T* dst, int sK, int sW, int sH, int sN, int KG) {
+    return sK == 1 && (sW % 4 | sH % 4 | sN % 4 | KG % 4) == 0 &&
+           reinterpret_cast<unsigned long long>(dst) % (4 * sizeof(T)) == 0;
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void store4(T* dst, const A* v) {
+    IgemmVec4<T> q;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) q.v[e] = store_acc<T>(v[e]);
+    *reinterpret_cast<IgemmVec4<T>*>(dst) = q;
 }
 
 template <typename I>
@@ -243,12 +261,31 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
     mainloop<T, I>(p, x, w, g, m0, k0, kt0, kt1, vec_a, vec_b, acc);
 #endif
     if (splits == 1) {
-        for_each_output(p, m0, k0, acc, [&](int m, int k, A v) {
-            y[output_row<I>(p, m, g) + I(k) * I(p.ysK)] = store_acc<T>(v);
-        });
+        if (vector_stores(y, p.ysK, p.ysW, p.ysH, p.ysN, p.KG)) {
+            for_each_output(p, m0, k0, acc, [&](int m, int k, const A* v) {
+                if (k < p.KG) store4(y + output_row<I>(p, m, g) + I(k), v);
+            });
+        } else {
+            for_each_output(p, m0, k0, acc, [&](int m, int k, const A* v) {
+                const I row = output_row<I>(p, m, g);
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (k + e < p.KG) y[row + I(k + e) * I(p.ysK)] = store_acc<T>(v[e]);
+            });
+        }
     } else {
         A* slice = part + (I(s) * I(p.G) + I(g)) * I(M) * I(p.KG);
-        for_each_output(p, m0, k0, acc, [&](int m, int k, A v) { slice[I(m) * I(p.KG) + I(k)] = v; });
+        if (vector_stores(part, 1, 4, 4, 4, p.KG)) {     // rows KG apart: the KG % 4 and alignment tests
+            for_each_output(p, m0, k0, acc, [&](int m, int k, const A* v) {
+                if (k < p.KG) store4(slice + I(m) * I(p.KG) + I(k), v);
+            });
+        } else {
+            for_each_output(p, m0, k0, acc, [&](int m, int k, const A* v) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (k + e < p.KG) slice[I(m) * I(p.KG) + I(k + e)] = v[e];
+            });
+        }
     }
 }
 

@@ -252,25 +252,51 @@ def test_every_configuration_compiles_without_spills(tiles, vec):
         assert {f.threads for f in r.functions if f.entry} == {algo.threads}
 
 
-@needs_emulator
-def test_tap_tile_copies_read_whole_sectors(monkeypatch):
-    """The tap-tile loader's lane pairs copy 32 contiguous bytes of a row: with x 256-byte aligned (as CuPy
-    allocates), every sector its x requests touch is read whole (the emulator's counters, per argument)."""
+def aligned_empty(shape, dtype=np.float32, offset: int = 0) -> np.ndarray:
+    """An array starting `offset` elements past a 256-byte boundary (CuPy allocates on 256), so that the
+    emulator's sector counts do not depend on malloc."""
+    n, itemsize = int(np.prod(shape)), np.dtype(dtype).itemsize
+    buf = np.empty(n + (256 // itemsize) + offset, dtype)
+    start = (-buf.ctypes.data % 256) // itemsize + offset
+    return buf[start:start + n].reshape(shape)
+
+
+def run_counted(monkeypatch, case, config_name, y_offset=0):
+    """The float32 case on the emulator under memcheck with x and y 256-byte aligned (y `y_offset`
+    elements past it); checks the result and returns the launch's per-argument counters."""
     from gpuconv.backends.cuda import sanitizer
-    case = CASES[2]
     monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "memcheck")
     monkeypatch.setattr(sanitizer, "collected", [])
     be = emulator.EmulatorBackend()
     rng = np.random.default_rng(4)
-    buf = np.empty(int(np.prod(case["xs"])) + 64, np.float32)
-    start = (-buf.ctypes.data % 256) // 4
-    x = buf[start:start + int(np.prod(case["xs"]))].reshape(case["xs"])
+    x = aligned_empty(case["xs"])
     x[...] = rng.integers(-1, 2, case["xs"])
     w = rng.integers(-1, 2, case["ws"]).astype(np.float32)
     p = problem(case["xs"], case["ws"], case["strides"], case["padding"], case["fmt"], case["dil"])
-    y = be.xp.empty(p.output_shape, np.float32)
-    be.algorithms()["implicit_gemm"].configured("128x32", 1, p).run(p, x, w, y)
+    y = aligned_empty(p.output_shape, offset=y_offset)
+    be.algorithms()["implicit_gemm"].configured(config_name, 1, p).run(p, x, w, y)
     np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, p))
     (c,) = sanitizer.collected
-    requests, sectors, nbytes = c.per_argument["x"]
+    return c.per_argument
+
+
+@needs_emulator
+def test_tap_tile_copies_read_whole_sectors(monkeypatch):
+    """The tap-tile loader's lane pairs copy 32 contiguous bytes of a row: with x 256-byte aligned (as CuPy
+    allocates), every sector its x requests touch is read whole (the emulator's counters, per argument)."""
+    requests, sectors, nbytes = run_counted(monkeypatch, CASES[2], "128x32")["x"]
     assert requests > 0 and nbytes == 32 * sectors
+
+
+@needs_emulator
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=[CASE_IDS[0], CASE_IDS[2]])
+def test_output_stores_write_whole_sectors(monkeypatch, case):
+    """NHWC with KG % 4 == 0 and y aligned: each thread's 4-column groups go out as 16-byte stores, so a
+    warp's stores write whole sectors (element-wise stores, lanes 16 bytes apart, wrote a quarter of each
+    sector per instruction); y one element off its alignment takes the element-wise stores, as exact."""
+    requests, sectors, nbytes = run_counted(monkeypatch, case, "64x64")["y"]
+    assert requests > 0 and nbytes == 32 * sectors
+    p = problem(case["xs"], case["ws"], case["strides"], case["padding"], case["fmt"], case["dil"])
+    assert nbytes == 4 * p.N * p.OH * p.OW * p.K                      # every output written once
+    scalar_requests, scalar_sectors, scalar_bytes = run_counted(monkeypatch, case, "64x64", y_offset=1)["y"]
+    assert scalar_bytes == nbytes and scalar_requests == 4 * requests and 32 * scalar_sectors > 2 * nbytes
