@@ -27,6 +27,8 @@
 // Vector mode (vec != 0, decided by the host): 4 elements per copy. For A it needs an NHWC-like
 // input (xsC == 1), CG % 4 == 0 and every other stride and x's address aligned to 4 elements; for B,
 // K % 4 == 0, KG % 4 == 0 and w aligned to 4 elements. A 4-element chunk then never crosses a tap.
+// IgemmB's and IgemmATap's last parameter CH (default 4) widens the chunk (the tensor-core kernel's
+// 16-byte chunks of halves: CH = 8, with K, KG and the alignments multiples of 8 elements).
 //
 // What a consumer calls (interface kept stable; the tensor-core kernel uses it too):
 //   IgemmA<T, S, I, BM, BK, THREADS, LDA[, VEC_ONLY]> a(p, x, g, m0, r0, vec);   // rows m0.., reduction from r0
@@ -44,8 +46,10 @@
 #include "common.cuh"
 #include "async_copy.cuh"
 
+template <typename T, int N>
+struct alignas(N * sizeof(T)) IgemmVec { T v[N]; };
 template <typename T>
-struct alignas(4 * sizeof(T)) IgemmVec4 { T v[4]; };
+using IgemmVec4 = IgemmVec<T, 4>;
 
 // An element as stored in shared memory: unchanged, or widened to the accumulator type.
 template <typename S, typename T>
@@ -57,17 +61,19 @@ __device__ __forceinline__ __nv_bfloat16 igemm_smem_value<__nv_bfloat16, __nv_bf
 
 template <typename T> __device__ __forceinline__ T igemm_zero() { return store_acc<T>(0); }
 
-// 4 elements from src (one vector load; src aligned to 4 elements) into v[0..3], or zeros when !in.
-template <typename T>
-__device__ __forceinline__ void igemm_load4(T* v, const T* src, bool in) {
-    IgemmVec4<T> q;
-    if (in) q = *reinterpret_cast<const IgemmVec4<T>*>(src);
+// N elements from src (one vector load; src aligned to N elements) into v[0..N-1], or zeros when !in.
+template <int N, typename T>
+__device__ __forceinline__ void igemm_load(T* v, const T* src, bool in) {
+    IgemmVec<T, N> q;
+    if (in) q = *reinterpret_cast<const IgemmVec<T, N>*>(src);
     else
 #pragma unroll
-        for (int e = 0; e < 4; ++e) q.v[e] = igemm_zero<T>();
+        for (int e = 0; e < N; ++e) q.v[e] = igemm_zero<T>();
 #pragma unroll
-    for (int e = 0; e < 4; ++e) v[e] = q.v[e];
+    for (int e = 0; e < N; ++e) v[e] = q.v[e];
 }
+template <typename T>
+__device__ __forceinline__ void igemm_load4(T* v, const T* src, bool in) { igemm_load<4>(v, src, in); }
 
 // One element or chunk of BYTES from global to shared memory through async_copy (zeros when !in; src
 // must then still be a valid, aligned address). Chunks over 16 bytes (4 doubles) take two copies;
@@ -226,23 +232,26 @@ struct IgemmA {
 // for the whole block, stepped once per tile by a branch all threads take alike, and a row's BK
 // elements are one contiguous run of the input: one bounds check and one address per row and tile
 // instead of one per 4-element chunk, and no per-chunk tap wrap-around.
-// Thread mapping: lanes 2q and 2q+1 copy the two 4-element chunks of 8 consecutive elements of one
-// row (kPairs such pairs per row, 8 elements apart), so one copy instruction of a warp reads 16 rows x
-// 32 contiguous bytes in float: whole sectors (IgemmA's lanes take 16 bytes of 32 rows: half sectors).
-// Row slot q = t/2 holds rows ml(q) + j*kSlots (j < kRows) with ml(q) = 2*(q%4) + (q/4)%2 + 8*(q/8):
-// a quarter warp stores into rows {0,2,4,6} (or {1,3,5,7}) + 8i, whose 16-byte bank groups
-// 5*row + {0,1} (LDA = 20 floats) are 8 distinct ones for any odd LDA/4: conflict-free stores.
+// Thread mapping: lanes 2q and 2q+1 copy the two CH-element chunks of 2*CH consecutive elements of one
+// row (kPairs such pairs per row, 2*CH elements apart). CH = 4 (the default: implicit_gemm.cu, which
+// widens half types in shared memory) or 16 bytes' worth (the tensor-core kernel's raw half copies:
+// CH = 8, which needs x and its strides aligned to 8 elements); with 16-byte chunks one copy instruction
+// of a warp reads 16 rows x 32 contiguous bytes: whole sectors (IgemmA's lanes take 16 bytes of 32
+// rows: half sectors). Row slot q = t/2 holds rows ml(q) + j*kSlots (j < kRows) with
+// ml(q) = 2*(q%4) + (q/4)%2 + 8*(q/8): a quarter warp stores into rows {0,2,4,6} (or {1,3,5,7}) + 8i,
+// whose 16-byte bank groups 5*row + {0,1} (80-byte rows: LDA = 20 floats or 40 halves) are 8 distinct
+// ones for any odd row length in 16-byte units: conflict-free 16-byte stores.
 // Interface and contract as IgemmA's (the consumers take either through the same calls).
-template <typename T, typename S, typename I, int BM, int BK, int THREADS, int LDA>
+template <typename T, typename S, typename I, int BM, int BK, int THREADS, int LDA, int CH = 4>
 struct IgemmATap {
     static constexpr int kSlots = THREADS / 2;  // rows one pass of the block's threads covers
     static_assert(kSlots % 8 == 0 && BM % kSlots == 0, "IgemmATap: THREADS/2 a multiple of 8 dividing BM");
     static constexpr int kRows = BM / kSlots;   // rows per thread
-    static_assert(BK % 8 == 0, "IgemmATap: BK a multiple of 8 (pairs of 4-element chunks)");
-    static constexpr int kPairs = BK / 8;       // chunks per thread and row
-    static_assert(LDA % 4 == 0 && LDA >= BK, "IgemmATap: LDA keeps rows 16-byte aligned and holds BK elements");
+    static_assert(BK % (2 * CH) == 0, "IgemmATap: BK a multiple of 2*CH (pairs of CH-element chunks)");
+    static constexpr int kPairs = BK / (2 * CH);  // chunks per thread and row
+    static_assert(LDA % CH == 0 && LDA >= BK, "IgemmATap: LDA keeps rows chunk-aligned and holds BK elements");
     static constexpr bool kCanCopyAsync = sizeof(S) == sizeof(T);
-    struct Regs { T v[kRows * kPairs * 4]; };
+    struct Regs { T v[kRows * kPairs * CH]; };
 
     const T* __restrict__ x;
     const T* row[kRows];        // x + the offset of (n, ih0, iw0, g*CG) + col of each row (maybe outside x;
@@ -258,7 +267,7 @@ struct IgemmATap {
         : x(x_), H(p.H), W(p.W), CG(p.CG), KHD(p.KH * p.DH), KWD(p.KW * p.DW), DH(p.DH), DW(p.DW) {
         const int q = threadIdx.x / 2;
         ml0 = 2 * (q % 4) + (q / 4) % 2 + 8 * (q / 8);
-        col = 4 * (threadIdx.x % 2);
+        col = CH * (threadIdx.x % 2);
 #pragma unroll
         for (int j = 0; j < kRows; ++j) {
             const int m = m0 + ml0 + j * kSlots;
@@ -275,7 +284,7 @@ struct IgemmATap {
     __device__ __forceinline__ const T* source(int j, bool& in) const {
         const int ih = ih0[j] + dh, iw = iw0[j] + dw;
         in = dh < KHD && unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W);
-        return in ? row[j] + tap : x + col;   // x + col + 8*k stays inside x: CG >= BK
+        return in ? row[j] + tap : x + col;   // x + col + 2*CH*k stays inside x: CG >= BK
     }
 
     __device__ __forceinline__ void copy_async(S* __restrict__ sA) const {
@@ -286,7 +295,7 @@ struct IgemmATap {
             const T* src = source(j, in);
             S* dst = sA + (ml0 + j * kSlots) * LDA + col;
 #pragma unroll
-            for (int k = 0; k < kPairs; ++k) igemm_copy<4 * sizeof(T)>(dst + 8 * k, src + 8 * k, in);
+            for (int k = 0; k < kPairs; ++k) igemm_copy<CH * sizeof(T)>(dst + 2 * CH * k, src + 2 * CH * k, in);
         }
     }
 
@@ -296,7 +305,7 @@ struct IgemmATap {
             bool in;
             const T* src = source(j, in);
 #pragma unroll
-            for (int k = 0; k < kPairs; ++k) igemm_load4(v.v + 4 * (j * kPairs + k), src + 8 * k, in);
+            for (int k = 0; k < kPairs; ++k) igemm_load<CH>(v.v + CH * (j * kPairs + k), src + 2 * CH * k, in);
         }
     }
 
@@ -307,7 +316,7 @@ struct IgemmATap {
 #pragma unroll
             for (int k = 0; k < kPairs; ++k)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) dst[8 * k + e] = igemm_smem_value<S>(v.v[4 * (j * kPairs + k) + e]);
+                for (int e = 0; e < CH; ++e) dst[2 * CH * k + e] = igemm_smem_value<S>(v.v[CH * (j * kPairs + k) + e]);
         }
     }
 
@@ -327,13 +336,13 @@ struct IgemmATap {
     }
 };
 
-template <typename T, typename S, typename I, int BK, int BN, int THREADS, int LDB>
+template <typename T, typename S, typename I, int BK, int BN, int THREADS, int LDB, int CH = 4>
 struct IgemmB {
-    static_assert(BN % 4 == 0 && LDB % 4 == 0 && LDB >= BN, "IgemmB: BN and LDB multiples of 4, LDB >= BN");
+    static_assert(BN % CH == 0 && LDB % CH == 0 && LDB >= BN, "IgemmB: BN and LDB multiples of CH, LDB >= BN");
     static constexpr int kScalar = (BK * BN + THREADS - 1) / THREADS;      // elements per thread, scalar mode
-    static constexpr int kChunks = (BK * BN / 4 + THREADS - 1) / THREADS;  // chunks per thread, vector mode
+    static constexpr int kChunks = (BK * BN / CH + THREADS - 1) / THREADS;  // chunks per thread, vector mode
     static constexpr bool kCanCopyAsync = sizeof(S) == sizeof(T);
-    struct Regs { T v[kScalar > 4 * kChunks ? kScalar : 4 * kChunks]; };
+    struct Regs { T v[kScalar > CH * kChunks ? kScalar : CH * kChunks]; };
 
     const T* __restrict__ w;  // filters of this group's tile columns: w + g*KG + k0
     const T* __restrict__ wr; // the current tile's first row: w + r*K (a running pointer: the per-element
@@ -352,9 +361,9 @@ struct IgemmB {
         // threadIdx.x < THREADS: where the tile splits evenly the bound needs no test (and its branch
         // would split the loop's copies into separate blocks)
         if (vec) {
-            rl = u / (BN / 4);
-            kl = u % (BN / 4) * 4;
-            return (BK * BN / 4) % THREADS == 0 ? i < kChunks : u < BK * BN / 4;
+            rl = u / (BN / CH);
+            kl = u % (BN / CH) * CH;
+            return (BK * BN / CH) % THREADS == 0 ? i < kChunks : u < BK * BN / CH;
         }
         rl = u / BN;
         kl = u % BN;
@@ -371,7 +380,7 @@ struct IgemmB {
             if (i >= (vec ? kChunks : kScalar) || !place(i, rl, kl)) break;
             const bool in = inside(rl, kl);
             const T* src = in ? wr + (I(rl) * K + kl) : w;
-            if (vec) igemm_copy<4 * sizeof(T)>(sB + rl * LDB + kl, src, in);
+            if (vec) igemm_copy<CH * sizeof(T)>(sB + rl * LDB + kl, src, in);
             else igemm_copy<sizeof(T)>(sB + rl * LDB + kl, src, in);
         }
     }
@@ -382,7 +391,7 @@ struct IgemmB {
             for (int i = 0; i < kChunks; ++i) {
                 int rl, kl;
                 const bool in = place(i, rl, kl) && inside(rl, kl);
-                igemm_load4(v.v + 4 * i, in ? wr + (I(rl) * K + kl) : w, in);
+                igemm_load<CH>(v.v + CH * i, in ? wr + (I(rl) * K + kl) : w, in);
             }
         } else {
 #pragma unroll
@@ -400,7 +409,7 @@ struct IgemmB {
                 int rl, kl;
                 if (!place(i, rl, kl)) break;
 #pragma unroll
-                for (int e = 0; e < 4; ++e) sB[rl * LDB + kl + e] = igemm_smem_value<S>(v.v[4 * i + e]);
+                for (int e = 0; e < CH; ++e) sB[rl * LDB + kl + e] = igemm_smem_value<S>(v.v[CH * i + e]);
             }
         } else {
 #pragma unroll

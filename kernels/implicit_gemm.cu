@@ -43,12 +43,13 @@
 //   it. Doubles on sm_75 keep the stage pipeline, its copies synchronous (async_copy.cuh).
 // Accumulation in float (double for double), rounded once at the store. Epilogue: each thread's 4-column
 //   groups go out as one vector store each (16 bytes for float) where y (or part) has contiguous
-//   channels, rows on 4-element boundaries, KG % 4 == 0 and 4-element alignment (vector_stores), else
-//   element by element.
+//   channels, rows on 4-element boundaries, KG % 4 == 0 and 4-element alignment (vector_stores in
+//   igemm_epilogue.cuh, shared with tensor_core_gemm.cu), else element by element.
 #include "common.cuh"
 #include "async_copy.cuh"
 #include "igemm_tiles.cuh"
 #include "igemm_pipeline.cuh"
+#include "igemm_epilogue.cuh"
 
 #ifndef IGEMM_BM
 #define IGEMM_BM 128
@@ -211,31 +212,6 @@ __device__ __forceinline__ void for_each_output(const ConvProblem& p, int m0, in
 #pragma unroll
         for (int j = 0; j < IGEMM_TN / 4; ++j) out(m, k0 + wn0 + j * 4 * LANES_N + 4 * lane_n, &acc[i][4 * j]);
     }
-}
-
-// Whether a 4-column group goes to memory as one vector store (16 bytes for float): the columns are
-// contiguous (ysK = 1), every row starts on a multiple of 4 elements and groups never straddle KG or a
-// group's end (KG % 4 == 0), and the array is aligned to 4 elements. A warp's stores then cover
-// LANES_N * 4 contiguous elements of LANES_M rows: whole 32-byte sectors, where its element-wise stores
-// (lanes 4 elements apart) used a quarter of each sector per instruction.
-template <typename T>
-__device__ __forceinline__ bool vector_stores(const T* dst, int sK, int sW, int sH, int sN, int KG) {
-    return sK == 1 && (sW % 4 | sH % 4 | sN % 4 | KG % 4) == 0 &&
-           reinterpret_cast<unsigned long long>(dst) % (4 * sizeof(T)) == 0;
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ void store4(T* dst, const A* v) {
-    IgemmVec4<T> q;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) q.v[e] = store_acc<T>(v[e]);
-    *reinterpret_cast<IgemmVec4<T>*>(dst) = q;
-}
-
-template <typename I>
-__device__ __forceinline__ I output_row(const ConvProblem& p, int m, int g) {
-    const int ow = m % p.OW, rest = m / p.OW;
-    return I(rest / p.OH) * I(p.ysN) + I(rest % p.OH) * I(p.ysH) + I(ow) * I(p.ysW) + I(g) * I(p.KG) * I(p.ysK);
 }
 
 // Without split-K (split_tiles covers R), y = the register tile, rounded once. With it, slice

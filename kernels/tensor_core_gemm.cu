@@ -22,12 +22,16 @@
 //          dynamic shared memory = stages * (TC_BM * LDA + BK * LDB) elements of the input type (the
 //          stages hold raw inputs: cp.async copies them unconverted), at least the epilogue's
 //          warps * 16 * TC_LDE floats; stages = TC_STAGES on sm_80+ and in the emulator, 2 on sm_75
-//          (register double buffer). BK = TC_BK_BYTES / sizeof(T) (32 halves or 16 floats),
-//          LDA = BK + 16 bytes, LDB = TC_BN + 16 bytes: rows 16-byte multiples, as wmma's ldm must be.
+//          (register double buffer; TC_ASYNC=0 takes it anywhere, so the emulator runs it too).
+//          BK = TC_BK_BYTES / sizeof(T) (32 halves or 16 floats), LDA = BK + 16 bytes,
+//          LDB = TC_BN + 16 bytes: rows 16-byte multiples, as wmma's ldm must be.
 // Layouts: x and y NHWC or NCHW (ConvProblem's strides), w HWIO. vec_a / vec_b: the host checked
-//   alignment, so the loaders copy 4 elements at a time (igemm_tiles.cuh). A module compiled with
-//   TC_VEC=1 (the default) has only that vector path, for launches where both hold; TC_VEC=0 takes
-//   the modes per launch (NCHW, channels not multiples of 4, unaligned arrays).
+//   alignment, so the loaders copy 4 elements at a time (igemm_tiles.cuh). Three modules: TC_VEC=2
+//   (the default) has the tap-tile loader (IgemmATap) and both loaders copy 16-byte chunks (8 halves or
+//   4 floats; the host checks CG % BK == 0, K % CH == 0 and x and w 16-byte aligned on top of both
+//   vector modes: the common case); TC_VEC=1 the vector path of IgemmA, for launches where both vector
+//   modes hold; TC_VEC=0 takes the modes per launch (NCHW, channels not multiples of 4, unaligned
+//   arrays). Hot loop on sm_80 (fp16, 32 HMMA): 129 instructions with TC_VEC=2, 243 with TC_VEC=1.
 // Tiling: the block computes a TC_BM x TC_BN tile of C; warp w a TC_WM x TC_WN tile of it, as
 //   (TC_WM/16) x (TC_WN/16) accumulator fragments of 16x16 (64x32: 8 fragments, 64 floats per lane).
 //   Per reduction tile, each warp loads (TC_WM/16) A and (TC_WN/16) B fragments per MMA step of KS
@@ -35,13 +39,16 @@
 // Arithmetic: fp16/bf16 products are exact in float32; TF32 inputs are rounded once per fragment with
 //   __float_to_tf32 (cvt.rna) after the load; float32 accumulation in the fragments, rounded once to T
 //   in the epilogue. The epilogue stores each accumulator fragment to a per-warp 16 x TC_LDE float
-//   buffer in shared memory (its element layout is unknown), and the lanes write it to y with bounds.
+//   buffer in shared memory (its element layout is unknown), and the lanes write it to y with bounds:
+//   4 columns per vector store where y allows (vector_stores, igemm_epilogue.cuh: NHWC-like, KG % 4 == 0,
+//   aligned), element by element otherwise.
 // Architectures: fp16 on sm_70+ (CUDA 13 compiles sm_75+), bf16 and TF32 on sm_80+: their entry points
 //   exist only there (and in the emulator, which compiles every entry point).
 #include "common.cuh"
 #include "async_copy.cuh"
 #include "igemm_tiles.cuh"
 #include "igemm_pipeline.cuh"
+#include "igemm_epilogue.cuh"
 #include <mma.h>
 
 #ifndef TC_BM
@@ -66,7 +73,8 @@
 #define TC_MIN_BLOCKS 1  // blocks per SM __launch_bounds__ asks for (2 spills 44-104 bytes on sm_80)
 #endif
 #ifndef TC_VEC
-#define TC_VEC 1  // 1: both loaders in vector mode (the host launches it only then); 0: modes from vec_a/vec_b
+// 2: tap tiles (IgemmATap) and vector B; 1: both loaders in vector mode; 0: modes from vec_a/vec_b
+#define TC_VEC 2
 #endif
 #ifndef TC_LDE
 #define TC_LDE 20  // epilogue buffer row stride in floats: a 16-byte multiple, rows 80 bytes apart
@@ -86,11 +94,16 @@ namespace tc {
 
 using namespace nvcuda;
 
+// The pipeline: cp.async stages on sm_80+ (and in the emulator), sm_75's register double buffer otherwise;
+// TC_ASYNC=0 forces the latter (the emulator runs sm_75's path so).
+#ifndef TC_ASYNC
 #ifdef TC_AMPERE
-constexpr bool kAmpere = true;
+#define TC_ASYNC 1
 #else
-constexpr bool kAmpere = false;
+#define TC_ASYNC 0
 #endif
+#endif
+constexpr bool kAsync = TC_ASYNC != 0;
 
 // The fragment element type and MMA depth for an input type.
 template <typename T> struct Mma;
@@ -103,6 +116,7 @@ template <> struct Mma<float> { using type = wmma::precision::tf32; static const
 template <typename T> struct Layout {
     static constexpr int BK = TC_BK_BYTES / int(sizeof(T));
     static constexpr int PAD = 16 / int(sizeof(T));
+    static constexpr int CH = 16 / int(sizeof(T));  // elements per 16-byte chunk (TC_VEC=2's loaders)
     static constexpr int LDA = BK + PAD;
     static constexpr int LDB = TC_BN + PAD;
     static constexpr int STAGE_A = TC_BM * LDA;
@@ -168,8 +182,13 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
 #if TC_VEC
     // constant modes: the loaders' scalar code compiles away (as implicit_gemm.cu's IGEMM_VEC modules)
     (void)vec_a, (void)vec_b;
+#if TC_VEC == 2
+    IgemmATap<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA, L::CH> a(p, x, g, m0, 0, 1);
+    IgemmB<T, T, I, L::BK, TC_BN, TC_THREADS, L::LDB, L::CH> b(p, w, g, k0, 0, 1);
+#else
     IgemmA<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA, true> a(p, x, g, m0, 0, 1);
     IgemmB<T, T, I, L::BK, TC_BN, TC_THREADS, L::LDB> b(p, w, g, k0, 0, 1);
+#endif
 #else
     IgemmA<T, T, I, TC_BM, L::BK, TC_THREADS, L::LDA> a(p, x, g, m0, 0, vec_a);
     IgemmB<T, T, I, L::BK, TC_BN, TC_THREADS, L::LDB> b(p, w, g, k0, 0, vec_b);
@@ -180,12 +199,41 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
 #pragma unroll
         for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
     const int tiles = ceil_div(p.KH * p.KW * p.CG, L::BK);
-    igemm_pipeline<kAmpere ? TC_STAGES : 2, kAmpere>(
+    igemm_pipeline<kAsync ? TC_STAGES : 2, kAsync>(
         a, b, smem, L::STAGE, L::STAGE_A, tiles,
         [&](const T* sA, const T* sB) { multiply<T>(sA, sB, wm0, wn0, acc); });
 
     float* buf = reinterpret_cast<float*>(smem) + warp * 16 * TC_LDE;
     const int M = p.N * p.OH * p.OW;
+    if (vector_stores(y, p.ysK, p.ysW, p.ysH, p.ysN, p.KG)) {
+        // Each lane writes 4 columns of two rows of every fragment, one vector store each: rows r and
+        // r + 8 with r = lane/8 + 4*(lane/4 % 2), columns 4*(lane % 4). A warp's store covers 8 whole
+        // rows of 16 columns; the quarter warp of one 16-byte shared load reads rows 4 apart, whose
+        // TC_LDE = 20 float rows start 16 banks apart: no bank conflict.
+        const int r = lane / 8 + 4 * (lane / 4 % 2), c = 4 * (lane % 4);
+#pragma unroll
+        for (int i = 0; i < FM; ++i) {
+            const int m = m0 + wm0 + 16 * i + r;
+            const bool in0 = m < M, in1 = m + 8 < M;
+            const I row0 = in0 ? output_row<I>(p, m, g) : I(0);
+            const I row1 = in1 ? output_row<I>(p, m + 8, g) : I(0);
+#pragma unroll
+            for (int j = 0; j < FN; ++j) {
+                wmma::store_matrix_sync(buf, acc[i][j], TC_LDE, wmma::mem_row_major);
+                __syncwarp();
+                const int k = k0 + wn0 + 16 * j + c;
+                if (k < p.KG) {
+                    using V = IgemmVec4<float>;
+                    const V v0 = *reinterpret_cast<const V*>(buf + r * TC_LDE + c);
+                    const V v1 = *reinterpret_cast<const V*>(buf + (r + 8) * TC_LDE + c);
+                    if (in0) store4(y + row0 + I(k), v0.v);
+                    if (in1) store4(y + row1 + I(k), v1.v);
+                }
+                __syncwarp();  // the buffer is read before the next fragment overwrites it
+            }
+        }
+        return;
+    }
     const bool k_fast = p.ysK == 1;  // NHWC: lanes along k write consecutive addresses; NCHW: along m
 #pragma unroll
     for (int i = 0; i < FM; ++i)
@@ -198,12 +246,8 @@ __device__ __forceinline__ void conv(const ConvProblem p, const T* __restrict__ 
                 const int e = q * 32 + lane;
                 const int row = k_fast ? e / 16 : e % 16, col = k_fast ? e % 16 : e / 16;
                 const int m = m0 + wm0 + 16 * i + row, k = k0 + wn0 + 16 * j + col;
-                if (m < M && k < p.KG) {
-                    const int ow = m % p.OW, rest = m / p.OW;
-                    const I at = I(rest / p.OH) * I(p.ysN) + I(rest % p.OH) * I(p.ysH) + I(ow) * I(p.ysW) +
-                                 (I(g) * I(p.KG) + I(k)) * I(p.ysK);
-                    y[at] = store_acc<T>(buf[row * TC_LDE + col]);
-                }
+                if (m < M && k < p.KG)
+                    y[output_row<I>(p, m, g) + I(k) * I(p.ysK)] = store_acc<T>(buf[row * TC_LDE + col]);
             }
             __syncwarp();  // the buffer is read before the next fragment overwrites it
         }

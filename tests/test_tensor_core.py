@@ -101,3 +101,92 @@ def test_channels_that_are_not_multiples_of_8_are_refused_and_auto_falls_through
     p = backend_problem(x.shape, w.shape, "float16")
     assert get_backend("emulator").choose(p).name != "tensor_core"
     np.testing.assert_array_equal(gpuconv.conv2d(x, w, backend="emulator"), np.full((1, 4, 4, 8), 108, np.float16))
+
+
+def counted_float16_run(monkeypatch, y_offset: int):
+    """A float16 NHWC layer (M = 192: a partial block tile) on the emulator under memcheck, x and y 256-byte
+    aligned (y `y_offset` elements past it); checks the result, returns y's (requests, sectors, bytes)."""
+    from gpuconv.backends.cuda import sanitizer
+    from test_implicit_gemm import aligned_empty
+    monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "memcheck")
+    monkeypatch.setattr(sanitizer, "collected", [])
+    rng = np.random.default_rng(5)
+    x = aligned_empty((2, 8, 12, 16), np.float16)
+    x[...] = rng.integers(-2, 3, x.shape)
+    w = rng.integers(-2, 3, (3, 3, 16, 32)).astype(np.float16)
+    p = backend_problem(x.shape, w.shape, "float16", padding="SAME")
+    y = aligned_empty(p.output_shape, np.float16, offset=y_offset)
+    get_backend("emulator").algorithms()["tensor_core"].run(p, x, w, y)
+    np.testing.assert_array_equal(y, conv2d_reference(x, w, p))       # small integers: exact in float16
+    (c,) = sanitizer.collected
+    return c.per_argument["y"]
+
+
+def test_epilogue_stores_four_columns_at_once(monkeypatch):
+    """NHWC y, KG % 4 == 0, aligned: each lane writes 4 columns of a fragment row per store, a warp's store
+    8 rows x 32 bytes (whole sectors) where the element-wise stores took 4 requests for the same bytes;
+    y one element off its alignment takes those element-wise stores (each row's 32 bytes across two
+    sectors there)."""
+    requests, sectors, nbytes = counted_float16_run(monkeypatch, 0)
+    assert requests > 0 and nbytes == 32 * sectors == 2 * 2 * 8 * 12 * 32     # every output once, whole sectors
+    scalar_requests, scalar_sectors, scalar_bytes = counted_float16_run(monkeypatch, 1)
+    assert scalar_bytes == nbytes and scalar_requests == 4 * requests and 32 * scalar_sectors > 1.5 * nbytes
+
+
+# The three modules of tensor_core_gemm.cu, as TC_VEC: NHWC groups of 32 channels (2 tap tiles, 16-byte
+# loader chunks; M = 99 rows: a partial tile), 8 channels (the vector module: CG % BK != 0) and NCHW (the
+# general one); each in every input type, exact on small integers (sums far below 2**8, exact in bfloat16).
+MODULE_CASES = [
+    (dict(x=(1, 9, 11, 64), w=(3, 3, 32, 16), strides=(1, 1), padding="SAME", data_format="NHWC"), 2),
+    (dict(x=(2, 7, 5, 8), w=(3, 3, 8, 24), strides=(2, 1), padding="VALID", data_format="NHWC"), 1),
+    (dict(x=(1, 16, 6, 7), w=(3, 3, 8, 16), strides=(1, 1), padding="SAME", data_format="NCHW"), 0),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("case, module", MODULE_CASES, ids=["tap_tiles", "vector", "general"])
+def test_each_module_is_exact_on_small_integers(monkeypatch, case, module, dtype):
+    from gpuconv.backends.cuda import emulator
+    from gpuconv.backends.cuda.tensor_core import TensorCoreGemm
+    from launch_recorder import Recorder
+    from test_implicit_gemm import aligned_empty
+    be = emulator.EmulatorBackend()
+    rec = Recorder(monkeypatch, be)
+    rng = np.random.default_rng(6)
+    x = aligned_empty(case["x"], np_dtype(dtype))             # 256-byte aligned: the module follows shapes
+    x[...] = rng.integers(-1, 2, x.shape)
+    w = aligned_empty(case["w"], np_dtype(dtype))
+    w[...] = rng.integers(-1, 2, w.shape)
+    p = backend_problem(x.shape, w.shape, dtype, "tf32" if dtype == "float32" else "highest", strides=case["strides"],
+                        padding=case["padding"], data_format=case["data_format"])
+    y = np.empty(p.output_shape, np_dtype(dtype))
+    be.algorithms()["tensor_core"].run(p, x, w, y)
+    ref = conv2d_reference(x, w, p).astype(np.float64)
+    np.testing.assert_array_equal(y.astype(np.float64), ref)
+    (launch,) = rec.launches
+    assert dict(launch.defines).get("TC_VEC", 2) == module
+    if module == 2:   # sm_75's pipeline (a register double buffer: the loaders' fetch and stash), as exact
+        rec.launches.clear()
+        sm75_pipeline = TensorCoreGemm(be, stages=2)            # what the host sizes for sm_75
+        sm75_pipeline.defines += (("TC_ASYNC", 0),)
+        sm75_pipeline.run(p, x, w, y)
+        np.testing.assert_array_equal(y.astype(np.float64), ref)
+        assert ("TC_ASYNC", 0) in rec.launches[0].defines
+    if module == 2:   # x 8 bytes off 16-byte alignment: the vector module for halves (4-element copies
+        # still aligned), the general one for float32; as exact
+        rec.launches.clear()
+        x8 = aligned_empty(case["x"], np_dtype(dtype), offset=8 // x.itemsize)
+        x8[...] = x
+        be.algorithms()["tensor_core"].run(p, x8, w, y)
+        np.testing.assert_array_equal(y.astype(np.float64), ref)
+        assert dict(rec.launches[0].defines).get("TC_VEC", 2) == (1 if x.itemsize == 2 else 0)
+
+
+@pytest.mark.skipif(__import__("test_implicit_gemm").NVRTC_REASON is not None, reason="NVRTC not usable")
+@pytest.mark.parametrize("module", [2, 1, 0])
+def test_every_module_compiles_without_spills(module):
+    from gpuconv.backends.cuda import report, sources
+    reports = report.compile_report([sources.kernel_path("tensor_core_gemm")], ("sm_75", "sm_80", "sm_90"),
+                                    defines=[] if module == 2 else [f"TC_VEC={module}"])
+    assert report.problems(reports) == []
+    assert sum(f.entry for r in reports for f in r.functions) == 2 + 6 + 6   # fp16 on sm_75; all three on sm_80+

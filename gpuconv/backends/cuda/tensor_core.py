@@ -105,8 +105,14 @@ class TensorCoreGemm(CudaAlgorithm):
         vec = 4 * x.itemsize
         vec_a = p.layout == "NHWC" and p.CG % 4 == 0 and _address(x) % vec == 0
         vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
+        # the module with the tap-tile loader and 16-byte chunks (a tile within one tap; x, w and the filter
+        # rows on 16 bytes), the vector-only one where both vector modes hold, else the general one
+        # (tensor_core_gemm.cu)
+        tap_tiles = (p.CG % (self.tile("BK_BYTES") // x.itemsize) == 0 and p.K * x.itemsize % 16 == 0
+                     and _address(x) % 16 == 0 and _address(w) % 16 == 0)
+        mode = 0 if not (vec_a and vec_b) else 2 if tap_tiles else 1
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_tc", p.dtype, self.bits(*self.index_spans(p))),
             grid=self.grid(p), block=(self.threads, 1, 1), shared_mem=algo.shared_bytes(p),
             args=(conv_problem_struct(p), x, w, out, np.int32(vec_a), np.int32(vec_b)),
-            defines=algo.defines + (() if vec_a and vec_b else (("TC_VEC", 0),))))
+            defines=algo.defines + (() if mode == 2 else (("TC_VEC", mode),))))
