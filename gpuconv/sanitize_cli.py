@@ -30,8 +30,9 @@ def reduced(layer):
     elif layer.groups > 1:
         g = min(layer.groups, 4)
         c, k = g * min(layer.C // layer.groups, 4), g * min(layer.K // layer.groups, 4)
-    else:  # 16 channels reach the implicit GEMM's tap-tile module (CG % 16 == 0), 12 its vector module
-        g, c, k = 1, min(layer.C, 16 if layer.KH * layer.KW > 1 else 12), min(layer.K, 20)
+    else:  # 16 channels reach the implicit GEMM's tap-tile module (CG % 16 == 0), 12 its vector module;
+        # 24 filters (a multiple of 8, not of a tile) let the tensor-core kernel run and leave partial tiles
+        g, c, k = 1, min(layer.C, 16 if layer.KH * layer.KW > 1 else 12), min(layer.K, 24)
     return dataclasses.replace(layer, N=1, H=h, W=w, C=c, K=k, groups=g)
 
 
@@ -78,9 +79,12 @@ def run(args) -> int:
                         config.settings.cuda_force_index64 = index64
                         sanitizer.collected = [] if args.counters else None
                         what = f"{layer.name} {algorithm} {np.dtype(dtype).name} i{64 if index64 else 32}"
+                        # float32 reaches the tensor cores as TF32 only
+                        tf32 = algorithm == "tensor_core" and dtype == np.float32
                         try:
                             gpuconv.conv2d(x64.astype(dtype), f64.astype(dtype), layer.stride, layer.padding,
-                                           dilations=layer.dilation, backend="emulator", algorithm=algorithm)
+                                           dilations=layer.dilation, backend="emulator", algorithm=algorithm,
+                                           precision="tf32" if tf32 else None)
                         except ValueError as e:  # the algorithm does not apply to this layer
                             if "cannot run this problem" in str(e):
                                 continue

@@ -221,6 +221,23 @@ def test_sanitize_command_checks_shipped_kernels(capsys):
         main(["sanitize", "--tool", "memcheck,nope"])
 
 
+def test_sanitize_layers_reach_every_algorithm():
+    """`gpuconv sanitize`'s reduced layers leave no algorithm out: each runs on at least one of them (the
+    tensor-core kernel needs channels in multiples of 8, in float32 as TF32)."""
+    import gpuconv
+    from gpuconv.backends import get_backend
+    from gpuconv.sanitize_cli import reduced
+    from bench.layers import LAYERS
+    be = get_backend("emulator")
+    reached = set()
+    for layer in map(reduced, LAYERS):
+        for dtype, precision in ((np.float32, "highest"), (np.float16, "highest"), (np.float32, "tf32")):
+            p = gpuconv.parse_problem(layer.input_shape, dtype, layer.filter_shape, dtype, layer.stride,
+                                      layer.padding, dilations=layer.dilation)[0].with_(precision=precision)
+            reached |= {name for name, algo in be.algorithms().items() if algo.why_not(p) is None}
+    assert reached == set(be.algorithms())
+
+
 def test_unlanded_copy_bytes_are_unwritten_for_initcheck(module):
     """Until its wait lands it, an async_copy has written nothing: initcheck alone sees the read of its bytes
     as uninitialised (asynccheck names the missing wait itself)."""
