@@ -185,6 +185,18 @@ def _address(a) -> int:
     return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
 
 
+def loader_modes(p: ConvProblem, x, w, tap_tiles: bool) -> tuple[bool, bool, int]:
+    """The modes of igemm_tiles.cuh's loaders for one launch of implicit_gemm.cu or tensor_core_gemm.cu:
+    vec_a (4-element copies of x: NHWC-like, CG % 4 == 0, x aligned to 4 elements), vec_b (of w: K and
+    KG multiples of 4, w aligned) and the module: 2, the tap-tile one, where both hold and `tap_tiles`
+    (every A tile within one tap, and what else the kernel's tap-tile module needs); 1, the vector-only
+    one, where both hold; else 0, the general one."""
+    vec = 4 * x.itemsize
+    vec_a = p.layout == "NHWC" and p.CG % 4 == 0 and _address(x) % vec == 0
+    vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
+    return vec_a, vec_b, 0 if not (vec_a and vec_b) else 2 if tap_tiles else 1
+
+
 class GemmLaunches(CudaAlgorithm):
     """Builds launches of gemm.cu, with its tile sizes as compiled."""
 
@@ -456,12 +468,8 @@ class ImplicitGemm(CudaAlgorithm):
         per, slices = self.splits(p)
         acc = accumulator(p.dtype)
         part = xp.empty(self.workspace_elements(p), acc)
-        vec = 4 * x.itemsize
-        vec_a = p.layout == "NHWC" and p.CG % 4 == 0 and _address(x) % vec == 0
-        vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
-        # the module with the tap-tile loader where every A tile lies within one tap (the common case),
-        # the vector-only one where both vector modes hold, else the general one (implicit_gemm.cu)
-        mode = 0 if not (vec_a and vec_b) else 2 if p.CG % self.tile("BK") == 0 else 1
+        # the tap-tile module where every A tile lies within one tap (the common case)
+        vec_a, vec_b, mode = loader_modes(p, x, w, tap_tiles=p.CG % self.tile("BK") == 0)
         defines = self.defines + (() if mode == 2 else (("IGEMM_VEC", mode),))
         conv = conv_problem_struct(p)
         threads = self.macro("splitk_reduce", "SPLITK_THREADS")

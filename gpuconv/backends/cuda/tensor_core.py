@@ -13,7 +13,7 @@ import numpy as np
 
 from ...dtypes import bfloat16
 from ...problem import ConvProblem
-from .algorithms import CudaAlgorithm, _address, problem_sizes
+from .algorithms import CudaAlgorithm, _address, loader_modes, problem_sizes
 from .launch import Launch, entry_name, launch_limit_reason
 from .params import conv_problem_struct, layout_strides
 
@@ -102,15 +102,11 @@ class TensorCoreGemm(CudaAlgorithm):
 
     def run(self, p, x, w, out):
         algo = self.configured(p)
-        vec = 4 * x.itemsize
-        vec_a = p.layout == "NHWC" and p.CG % 4 == 0 and _address(x) % vec == 0
-        vec_b = p.K % 4 == 0 and p.KG % 4 == 0 and _address(w) % vec == 0
-        # the module with the tap-tile loader and 16-byte chunks (a tile within one tap; x, w and the filter
-        # rows on 16 bytes), the vector-only one where both vector modes hold, else the general one
-        # (tensor_core_gemm.cu)
-        tap_tiles = (p.CG % (self.tile("BK_BYTES") // x.itemsize) == 0 and p.K * x.itemsize % 16 == 0
-                     and _address(x) % 16 == 0 and _address(w) % 16 == 0)
-        mode = 0 if not (vec_a and vec_b) else 2 if tap_tiles else 1
+        # the tap-tile module copies 16-byte chunks: a tile within one tap, and x, w and the filter rows
+        # on 16 bytes
+        vec_a, vec_b, mode = loader_modes(p, x, w, tap_tiles=(
+            p.CG % (self.tile("BK_BYTES") // x.itemsize) == 0 and p.K * x.itemsize % 16 == 0
+            and _address(x) % 16 == 0 and _address(w) % 16 == 0))
         self.backend.launch(Launch(
             file=self.file, kernel=entry_name("conv_tc", p.dtype, self.bits(*self.index_spans(p))),
             grid=self.grid(p), block=(self.threads, 1, 1), shared_mem=algo.shared_bytes(p),
