@@ -15,6 +15,7 @@ from gpuconv.backends.cuda.algorithms import IGEMM_TILES, ImplicitGemm
 from gpuconv.backends.cuda.launch import DeviceLimits
 from gpuconv.dtypes import bfloat16
 
+from counted_runs import aligned_empty, counted
 from launch_recorder import Recorder
 
 EMULATOR_REASON = available_backends()["emulator"]
@@ -252,21 +253,9 @@ def test_every_configuration_compiles_without_spills(tiles, vec):
         assert {f.threads for f in r.functions if f.entry} == {algo.threads}
 
 
-def aligned_empty(shape, dtype=np.float32, offset: int = 0) -> np.ndarray:
-    """An array starting `offset` elements past a 256-byte boundary (CuPy allocates on 256), so that the
-    emulator's sector counts do not depend on malloc."""
-    n, itemsize = int(np.prod(shape)), np.dtype(dtype).itemsize
-    buf = np.empty(n + (256 // itemsize) + offset, dtype)
-    start = (-buf.ctypes.data % 256) // itemsize + offset
-    return buf[start:start + n].reshape(shape)
-
-
 def run_counted(monkeypatch, case, config_name, y_offset=0):
     """The float32 case on the emulator under memcheck with x and y 256-byte aligned (y `y_offset`
     elements past it); checks the result and returns the launch's per-argument counters."""
-    from gpuconv.backends.cuda import sanitizer
-    monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "memcheck")
-    monkeypatch.setattr(sanitizer, "collected", [])
     be = emulator.EmulatorBackend()
     rng = np.random.default_rng(4)
     x = aligned_empty(case["xs"])
@@ -274,10 +263,10 @@ def run_counted(monkeypatch, case, config_name, y_offset=0):
     w = rng.integers(-1, 2, case["ws"]).astype(np.float32)
     p = problem(case["xs"], case["ws"], case["strides"], case["padding"], case["fmt"], case["dil"])
     y = aligned_empty(p.output_shape, offset=y_offset)
-    be.algorithms()["implicit_gemm"].configured(config_name, 1, p).run(p, x, w, y)
+    per_argument = counted(monkeypatch, lambda: be.algorithms()["implicit_gemm"].configured(config_name, 1, p).run(
+        p, x, w, y))
     np.testing.assert_array_equal(y, gpuconv.conv2d_reference(x, w, p))
-    (c,) = sanitizer.collected
-    return c.per_argument
+    return per_argument
 
 
 @needs_emulator

@@ -14,6 +14,8 @@ from gpuconv.backends.cuda.emulator import GuardedNumpy
 from gpuconv.backends.cuda.launch import Launch
 from gpuconv.backends.cuda.sources import inline_includes
 
+from counted_runs import aligned_copy
+
 EMULATOR_REASON = available_backends()["emulator"]
 pytestmark = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 
@@ -25,11 +27,9 @@ def module():
     return sanitizer.SanitizedModule("sanitizer_defects", SOURCE)
 
 
-def aligned(n: int, xp=np) -> np.ndarray:
-    """n float32 starting on a 128-byte boundary, so sector counts do not depend on malloc."""
-    raw = np.arange(n + 32, dtype=np.float32)
-    skip = (-raw.ctypes.data % 128) // 4
-    return raw[skip:skip + n]
+def aligned(n: int) -> np.ndarray:
+    """0, 1, ..., n-1 in float32 on a 256-byte boundary, so sector counts do not depend on malloc."""
+    return aligned_copy(np.arange(n, dtype=np.float32))
 
 
 # kernels that use dynamic shared memory: its size in bytes

@@ -10,9 +10,13 @@ import pytest
 
 import gpuconv
 from gpuconv.backends import available_backends, get_backend
+from gpuconv.backends.cuda import emulator, nvrtc, report, sources
+from gpuconv.backends.cuda.tensor_core import TensorCoreGemm
 from gpuconv.reference import conv2d_reference
 
 from configs import CURATED, np_dtype, random_inputs
+from counted_runs import aligned_empty, counted
+from launch_recorder import Recorder
 from tolerances import assert_result
 
 EMULATOR_REASON = available_backends()["emulator"]
@@ -106,20 +110,15 @@ def test_channels_that_are_not_multiples_of_8_are_refused_and_auto_falls_through
 def counted_float16_run(monkeypatch, y_offset: int):
     """A float16 NHWC layer (M = 192: a partial block tile) on the emulator under memcheck, x and y 256-byte
     aligned (y `y_offset` elements past it); checks the result, returns y's (requests, sectors, bytes)."""
-    from gpuconv.backends.cuda import sanitizer
-    from test_implicit_gemm import aligned_empty
-    monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "memcheck")
-    monkeypatch.setattr(sanitizer, "collected", [])
     rng = np.random.default_rng(5)
     x = aligned_empty((2, 8, 12, 16), np.float16)
     x[...] = rng.integers(-2, 3, x.shape)
     w = rng.integers(-2, 3, (3, 3, 16, 32)).astype(np.float16)
     p = backend_problem(x.shape, w.shape, "float16", padding="SAME")
     y = aligned_empty(p.output_shape, np.float16, offset=y_offset)
-    get_backend("emulator").algorithms()["tensor_core"].run(p, x, w, y)
+    per_argument = counted(monkeypatch, lambda: get_backend("emulator").algorithms()["tensor_core"].run(p, x, w, y))
     np.testing.assert_array_equal(y, conv2d_reference(x, w, p))       # small integers: exact in float16
-    (c,) = sanitizer.collected
-    return c.per_argument["y"]
+    return per_argument["y"]
 
 
 def test_epilogue_stores_four_columns_at_once(monkeypatch):
@@ -146,10 +145,6 @@ MODULE_CASES = [
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("case, module", MODULE_CASES, ids=["tap_tiles", "vector", "general"])
 def test_each_module_is_exact_on_small_integers(monkeypatch, case, module, dtype):
-    from gpuconv.backends.cuda import emulator
-    from gpuconv.backends.cuda.tensor_core import TensorCoreGemm
-    from launch_recorder import Recorder
-    from test_implicit_gemm import aligned_empty
     be = emulator.EmulatorBackend()
     rec = Recorder(monkeypatch, be)
     rng = np.random.default_rng(6)
@@ -182,10 +177,9 @@ def test_each_module_is_exact_on_small_integers(monkeypatch, case, module, dtype
         assert dict(rec.launches[0].defines).get("TC_VEC", 2) == (1 if x.itemsize == 2 else 0)
 
 
-@pytest.mark.skipif(__import__("test_implicit_gemm").NVRTC_REASON is not None, reason="NVRTC not usable")
+@pytest.mark.skipif(nvrtc.available() is not None, reason=f"NVRTC not installed: {nvrtc.available()}")
 @pytest.mark.parametrize("module", [2, 1, 0])
 def test_every_module_compiles_without_spills(module):
-    from gpuconv.backends.cuda import report, sources
     reports = report.compile_report([sources.kernel_path("tensor_core_gemm")], ("sm_75", "sm_80", "sm_90"),
                                     defines=[] if module == 2 else [f"TC_VEC={module}"])
     assert report.problems(reports) == []

@@ -14,6 +14,8 @@ from gpuconv.backends import available_backends
 from gpuconv.backends.cuda import emulator, nvrtc, sass
 from gpuconv.backends.cuda.launch import Launch
 
+from counted_runs import aligned_copy
+
 EMULATOR_REASON = available_backends()["emulator"]
 pytestmark = pytest.mark.skipif(EMULATOR_REASON is not None, reason=f"emulator unusable: {EMULATOR_REASON}")
 
@@ -24,15 +26,6 @@ U32 = 2.0 ** -24  # float32 unit roundoff
 @functools.lru_cache(maxsize=None)
 def module():
     return emulator.EmulatedModule("wmma_tiles", SOURCE.read_text())
-
-
-def aligned(a: np.ndarray) -> np.ndarray:
-    """A copy of `a` at a 32-byte aligned address, as wmma's loads and stores require."""
-    buf = np.zeros(a.nbytes + 32, np.uint8)
-    off = (-buf.ctypes.data) % 32
-    out = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
 
 
 def tf32_reference(x: np.ndarray) -> np.ndarray:
@@ -66,10 +59,10 @@ def run_tile_gemm(kernel, a, b, c, a_col=False, b_col=False, cd_col=False):
     laid out in memory as the flags say."""
     M, K = a.shape
     N = b.shape[1]
-    am = aligned(np.ascontiguousarray(a.T if a_col else a))
-    bm = aligned(np.ascontiguousarray(b.T if b_col else b))
-    cm = aligned(np.ascontiguousarray(c.T if cd_col else c).astype(np.float32))
-    d = aligned(np.full(cm.shape, np.nan, np.float32))
+    am = aligned_copy(np.ascontiguousarray(a.T if a_col else a))
+    bm = aligned_copy(np.ascontiguousarray(b.T if b_col else b))
+    cm = aligned_copy(np.ascontiguousarray(c.T if cd_col else c).astype(np.float32))
+    d = aligned_copy(np.full(cm.shape, np.nan, np.float32))
     lda, ldb, ldc = am.shape[1], bm.shape[1], cm.shape[1]
     module().launch(Launch("wmma_tiles", kernel, (M // 16, N // 32, 1), (32, 2, 1), 0,
                            (am, bm, cm, d, np.int32(K), np.int32(lda), np.int32(ldb), np.int32(ldc),
@@ -144,8 +137,8 @@ def test_tf32_unconverted_inputs_lose_their_low_bits():
 
 
 def tf32_round(x: np.ndarray) -> np.ndarray:
-    x = aligned(x.astype(np.float32))
-    y = aligned(np.zeros_like(x))
+    x = aligned_copy(x.astype(np.float32))
+    y = aligned_copy(np.zeros_like(x))
     module().launch(Launch("wmma_tiles", "tf32_round", (8, 1, 1), (128, 1, 1), 0, (x, y, np.int32(x.size))))
     return y
 
@@ -188,7 +181,7 @@ def broken_launch(kernel, block=(32, 1, 1), offset_bytes=0):
     raw = np.zeros(2 * 256 * 2 + 64, np.uint8)
     start = (-raw.ctypes.data) % 32 + offset_bytes
     a = raw[start:start + 2 * 256 * 2].view(np.float16)
-    d = aligned(np.zeros(256, np.float32))
+    d = aligned_copy(np.zeros(256, np.float32))
     module().launch(Launch("wmma_tiles", kernel, (1, 1, 1), block, 0, (a, d)))
 
 
@@ -214,12 +207,12 @@ def test_a_partial_warp_is_reported():
 
 def test_ldm_that_is_not_16_bytes_is_reported():
     a, b, c = operands(np.random.default_rng(8), np.float16, M=16, N=32, K=16)
-    am = aligned(np.zeros((16, 20), np.float16))  # lda = 20 halves = 40 bytes
+    am = aligned_copy(np.zeros((16, 20), np.float16))  # lda = 20 halves = 40 bytes
     am[:, :16] = a
-    d = aligned(np.zeros((16, 32), np.float32))
+    d = aligned_copy(np.zeros((16, 32), np.float32))
     with pytest.raises(RuntimeError, match="ldm=20 is not a multiple of 16 bytes"):
         module().launch(Launch("wmma_tiles", "wmma_f16_rr", (1, 1, 1), (32, 2, 1), 0,
-                               (am, aligned(b), aligned(c), d, np.int32(16), np.int32(20), np.int32(32),
+                               (am, aligned_copy(b), aligned_copy(c), d, np.int32(16), np.int32(20), np.int32(32),
                                 np.int32(32), np.int32(0))))
 
 
