@@ -204,6 +204,7 @@ def test_input_gradient_auto_rule():
     assert picked((8, 28, 28, 64), (3, 3, 64, 64)) == "forward-conv"      # Winograd
     assert picked((8, 14, 14, 64), (1, 1, 64, 256)) == "forward-conv"     # pointwise
     assert picked((8, 28, 28, 32), (3, 3, 1, 32)) == "forward-conv"       # depthwise
+    assert picked((8, 56, 56, 128), (3, 3, 4, 128)) == "forward-conv"    # ResNeXt: Winograd, groups bundled
     assert picked((8, 7, 7, 512), (3, 3, 512, 512)) == "gemm"             # forward would be im2col + GEMM
     assert picked((8, 32, 32, 3), (3, 3, 3, 16), padding="VALID") == "gemm"  # not Winograd on 3 channels
     assert picked((8, 32, 32, 3), (3, 3, 3, 16)) == "col2im"                 # padded: per-tap would copy dy
