@@ -68,8 +68,9 @@ def gpuconv_gradient(kind: str, layer, x, w, dy):
 
 
 def run_layer(layer, case, repeats: int, warmup: int, max_seconds: float) -> dict:
-    """Both gradients of one layer: gpuconv-numpy and tf-cpu, validated against each other, then timed."""
-    from .runner import _stats, _time
+    """Both gradients of one layer: gpuconv-numpy and tf-cpu, validated against each other, then timed
+    together in rounds (the forward section's time_rounds)."""
+    from .runner import _stats, time_rounds
     p, x, w = case.p, case.x, case.w
     rng = np.random.default_rng(7)
     dy = rng.standard_normal(p.output_shape, dtype=np.float32).astype(x.dtype)
@@ -85,14 +86,16 @@ def run_layer(layer, case, repeats: int, warmup: int, max_seconds: float) -> dic
                 want = np.asarray(theirs()).astype(np.float64)
             except Exception as e:  # e.g. TF's CPU kernels refuse dilation > 1 in some gradients
                 theirs = f"TensorFlow refused it: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+        runs = [ours]
         if callable(theirs):
             scale = float(np.abs(want).max()) or 1.0
             res["max_abs_diff_to_tf_relative"] = float(np.abs(got.astype(np.float64) - want).max()) / scale
-            res["tf-cpu"] = _stats(_time(theirs, repeats, warmup, max_seconds), 1.0)
+            runs.append(theirs)
         else:
-            res["tf-cpu"] = None
             res["tf_not_run"] = theirs
-        res["gpuconv-numpy"] = _stats(_time(ours, repeats, warmup, max_seconds), 1.0)
+        samples = time_rounds(runs, [repeats] * len(runs), [warmup] * len(runs), max_seconds)
+        res["gpuconv-numpy"] = _stats(samples[0], 1.0)
+        res["tf-cpu"] = _stats(samples[1], 1.0) if len(samples) > 1 else None
         res["ratio_to_tf"] = (res["gpuconv-numpy"]["median"] / res["tf-cpu"]["median"]) if res["tf-cpu"] else None
         out[kind] = res
     return out
@@ -115,7 +118,8 @@ def summarise(layers: list[dict]) -> dict:
 
 
 def section(layers: list[dict]) -> dict:
-    return {"method": "median of repeated calls on prebuilt inputs (the forward section's timer); gpuconv's "
+    return {"method": "median of repeated calls on prebuilt inputs, both timed together in rounds (the forward "
+                      "section's timer); gpuconv's "
                       "NumPy backend (conv2d_backprop_input / _filter) against tf.raw_ops' gradient ops on the "
                       "CPU; max_abs_diff_to_tf_relative: max |gpuconv - TF| / max |TF|",
             "tensorflow": dist_version("tensorflow", "tensorflow-cpu"),

@@ -157,18 +157,34 @@ def _stats(samples: list[float], scale: float) -> dict:
 
 
 def _time(run, repeats: int, warmup: int, max_seconds: float) -> list[float]:
-    for _ in range(warmup):
-        run()
+    """Samples of one callable (see time_rounds)."""
+    return time_rounds([run], [repeats], [warmup], max_seconds)[0]
+
+
+def time_rounds(runs: list, repeats: list, warmups: list, max_seconds: float) -> list[list[float]]:
+    """Samples of several callables timed in rounds: each round calls every callable once, the order
+    rotating from round to round, so that a shared host's slow spells fall on all of them alike and the
+    ratios between their medians hold (timing one after the other, a spell inflates one side only: on the
+    2-core VM, a layer's gpuconv/TF ratio moved 1.3x-2.0x between runs so). runs[i] is called
+    warmups[i] times untimed first and at most repeats[i] times timed; the rounds stop once they have taken
+    max_seconds per callable, after at least 3 (or all of repeats[i], if fewer)."""
+    for run, warmup in zip(runs, warmups):
+        for _ in range(warmup):
+            run()
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()                       # as timeit does: a collection inside one sample is noise
+    samples = [[] for _ in runs]
     try:
-        samples, start = [], time.perf_counter()
-        for i in range(repeats):
-            t0 = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - t0)
-            if i + 1 >= min(3, repeats) and time.perf_counter() - start > max_seconds:
+        start = time.perf_counter()
+        for i in range(max(repeats, default=0)):
+            for j in range(len(runs)):
+                k = (i + j) % len(runs)
+                if len(samples[k]) < repeats[k]:
+                    t0 = time.perf_counter()
+                    runs[k]()
+                    samples[k].append(time.perf_counter() - t0)
+            if i + 1 >= min(3, max(repeats)) and time.perf_counter() - start > max_seconds * len(runs):
                 break
     finally:
         if was_enabled:
@@ -189,20 +205,40 @@ def _peak_extra_bytes(run) -> int:
     return int(peak - getattr(y, "nbytes", 0))
 
 
-def measure(impl: Impl, case: Case, ref: np.ndarray, opts) -> dict:
-    t0 = time.perf_counter()
-    res = _measure(impl, case, ref, opts)
-    res["wall_s"] = round(time.perf_counter() - t0, 3)   # everything spent on it: validation, warm-up, memory
-    return res
+def measure_all(impls: list, case: Case, ref: np.ndarray, opts, progress=None) -> list[dict]:
+    """Every implementation on one layer: each validated against the reference on its own, then the valid
+    ones timed together in rounds (time_rounds), then their memory measured."""
+    results, timed = [], []
+    for impl in impls:
+        if progress is not None:
+            progress(f"{case.layer.name}: {impl.name}")
+        t0 = time.perf_counter()
+        res, prep = _validate(impl, case, ref)
+        res["wall_s"] = time.perf_counter() - t0    # all spent on it: validation, its samples, memory
+        results.append(res)
+        if prep is not None:
+            timed.append((impl, res, prep))
+    if progress is not None:
+        progress(f"{case.layer.name}: timing {len(timed)} implementations in rounds")
+    repeats = [min(opts.repeats, prep.max_repeats or opts.repeats) for _, _, prep in timed]
+    warmups = [0 if prep.max_repeats else opts.warmup for _, _, prep in timed]  # capped: pure Python
+    samples = time_rounds([prep.run for _, _, prep in timed], repeats, warmups, opts.max_seconds)
+    for (impl, res, prep), got, warmup in zip(timed, samples, warmups):
+        t0 = time.perf_counter()
+        _finish(impl, case, res, prep, got, warmup)
+        res["wall_s"] = round(res["wall_s"] + sum(got) + time.perf_counter() - t0, 3)
+    return results
 
 
-def _measure(impl: Impl, case: Case, ref: np.ndarray, opts) -> dict:
+def _validate(impl: Impl, case: Case, ref: np.ndarray):
+    """(result entry, prepared run) for an implementation whose first result passes the sanity gate, else
+    (the entry saying why not, None)."""
     res = {"impl": impl.name, "kind": impl.kind, "device": impl.device}
     if isinstance(impl, Gpuconv):
         res["backend"], res["algorithm"] = impl.backend, impl.algorithm
     why = impl.why_not(case)
     if why is not None:
-        return {**res, "status": "skipped", "reason": why}
+        return {**res, "status": "skipped", "reason": why}, None
     if isinstance(impl, Gpuconv):
         res["algorithm_used"] = impl.chosen(case)
     try:
@@ -210,18 +246,19 @@ def _measure(impl: Impl, case: Case, ref: np.ndarray, opts) -> dict:
         got = np.asarray(prep.to_numpy(prep.run()), dtype=np.float64)
     except Exception as e:                      # a peer that does not support this dtype/layer, say why
         first_line = (str(e).splitlines() or [""])[0][:300]
-        return {**res, "status": "failed", "reason": f"{type(e).__name__}: {first_line}"}
+        return {**res, "status": "failed", "reason": f"{type(e).__name__}: {first_line}"}, None
     want = prep.expected(ref)
     if got.shape != want.shape:
-        return {**res, "status": "wrong", "reason": f"output shape {got.shape}, expected {want.shape}"}
+        return {**res, "status": "wrong", "reason": f"output shape {got.shape}, expected {want.shape}"}, None
     err = float(np.max(np.abs(got - want))) if got.size else 0.0
     res["max_abs_error"] = err
     limit = gross_error_limit(case) * float(np.max(np.abs(want)) or 1.0)
     if not err <= limit:
-        return {**res, "status": "wrong", "reason": f"max abs error {err:.3g} exceeds the sanity limit {limit:.3g}"}
-    repeats = min(opts.repeats, prep.max_repeats or opts.repeats)
-    warmup = 0 if prep.max_repeats else opts.warmup     # the capped ones are pure Python: nothing to warm
-    samples = _time(prep.run, repeats, warmup, opts.max_seconds)
+        return {**res, "status": "wrong", "reason": f"max abs error {err:.3g} exceeds the sanity limit {limit:.3g}"}, None
+    return res, prep
+
+
+def _finish(impl: Impl, case: Case, res: dict, prep, samples: list[float], warmup: int) -> None:
     res.update(status="ok", time_s=_stats(samples, prep.time_scale), warmup=warmup)
     if prep.time_scale != 1.0:
         res["extrapolated"] = {"time_scale": prep.time_scale, "how": prep.note}
@@ -234,7 +271,6 @@ def _measure(impl: Impl, case: Case, ref: np.ndarray, opts) -> dict:
     else:
         res["extra_memory_bytes"] = None
         res["memory_method"] = impl.memory
-    return res
 
 
 def add_ratios(layer_res: dict) -> None:
@@ -585,11 +621,9 @@ def run(args) -> int:
             case = make_case(layer, dtype, [lay.name for lay in LAYERS].index(name))
             progress.update(task, description=f"{name}: float64 reference")
             ref = conv2d_reference(case.x, case.w, case.p)
-            results = []
-            for impl in impls:
-                progress.update(task, description=f"{name}: {impl.name}")
-                results.append(measure(impl, case, ref, args))
-                progress.advance(task)
+            results = measure_all(impls, case, ref, args,
+                                  lambda what: progress.update(task, description=what))
+            progress.advance(task, len(impls))
             p = case.p
             lr = {"name": name, "why": layer.why, "input_shape": list(layer.input_shape),
                   "filter_shape": list(layer.filter_shape), "strides": [p.SH, p.SW], "dilations": [p.DH, p.DW],
@@ -619,7 +653,9 @@ def run(args) -> int:
                      "numpy_workspace_bytes": config.settings.numpy_workspace_bytes},
         "methods": {
             "timer": "time.perf_counter around one call on prebuilt inputs (GPU: after a stream/device "
-                     "synchronize); garbage collection off while timing; median and quartiles over repeats",
+                     "synchronize); garbage collection off while timing; median and quartiles over repeats; "
+                     "a layer's implementations are timed together in rounds (one call of each per round, "
+                     "the order rotating), so that a busy host slows all of them alike",
             "flops": "2*N*OH*OW*K*KH*KW*(C/G) (ConvProblem.flops); GFLOP/s from the median time",
             "error": "max |result - float64 reference| (gpuconv.reference.conv2d_reference) on the same "
                      "rounded inputs; tf_max_abs_error is TensorFlow's own error on them",

@@ -14,7 +14,7 @@ import pytest
 from gpuconv import conv2d_reference, parse_problem
 from gpuconv.bench import peers, seeds
 from gpuconv.bench.layers import BY_NAME, LAYERS, QUICK_LAYERS, Layer
-from gpuconv.bench.runner import make_case
+from gpuconv.bench.runner import make_case, time_rounds
 from gpuconv.cli import main as cli_main
 
 
@@ -268,6 +268,23 @@ def test_scaling_without_dask_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(scaling, "unavailable", lambda: 'dask is not installed: pip install "gpuconv[dask]"')
     assert cli_main(["bench", "--quick", "--scaling", "--out", str(tmp_path / "out")]) == 2
     assert 'pip install "gpuconv[dask]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("max_seconds, rounds", [(1e9, 4), (0.0, 3)])
+def test_time_rounds_interleaves_the_implementations(max_seconds, rounds):
+    """Each round calls every implementation once, the order rotating; warm-up calls come first and are not
+    timed; a capped implementation stops at its cap; with the time budget spent, the rounds stop after 3."""
+    calls = []
+
+    def run(name):
+        return lambda: calls.append(name)
+    samples = time_rounds([run("a"), run("b"), run("c")], [4, 4, 2], [1, 0, 2], max_seconds)
+    assert calls[:3] == ["a", "c", "c"]                          # the warm-ups
+    timed = calls[3:]
+    want = ["a", "b", "c", "b", "c", "a", "a", "b", "a", "b"][:{4: 10, 3: 8}[rounds]]   # c capped at 2
+    assert timed == want
+    assert [len(t) for t in samples] == [timed.count(n) for n in "abc"]
+    assert all(t >= 0 for ts in samples for t in ts)
 
 
 def test_gradient_section_times_both_gradients_against_tensorflow(tmp_path, capsys):
