@@ -1,5 +1,5 @@
-"""The conv2d gradients' CUDA kernels (grad_input.cu, gemm_splitk.cu + split_k_reduce.cu) on the emulator:
-equal to the NumPy gradients and adjoint to the forward convolution in float64 on every curated
+"""The conv2d gradients' CUDA algorithms (forward-conv on the forward kernels, grad_input.cu,
+gemm_splitk.cu + split_k_reduce.cu, grad_filter_depthwise.cu) on the emulator: each equal to the NumPy gradients and adjoint to the forward convolution in float64 on every curated
 configuration and on generated ones, within rounding for every dtype, bit-identical across runs and
 thread orders, and clean under the emulator's sanitizer. (The NVRTC compile and spill check of the new
 kernel files is tests/test_nvrtc_report.py's, which enumerates every kernel file.)"""
@@ -31,22 +31,58 @@ def operands(case, dtype=np.float64, seed=0):
     return tuple(a.astype(dtype) for a in (x, w, dy))
 
 
-def grads(x, w, dy, case, backend="emulator"):
-    return conv2d_grads(x, w, dy, **case.kwargs(), backend=backend)
+def grads(x, w, dy, case, backend="emulator", algorithm="auto"):
+    return conv2d_grads(x, w, dy, **case.kwargs(), backend=backend, algorithm=algorithm)
+
+
+def input_algorithms(case, x, w) -> list[str]:
+    """The emulator's input-gradient algorithms that can run the case (forward-conv: stride 1 only)."""
+    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, **case.kwargs())[0]
+    algos = get_backend("emulator").gradient_algorithms("input")
+    names = [n for n, a in algos.items() if a.why_not(p) is None]
+    assert "gather" in names
+    return names
+
+
+def algorithm_pairs(case, x, w) -> list[tuple[str, str]]:
+    """(input, filter) algorithm pairs covering every input-gradient algorithm that can run the case."""
+    return [(name, "auto") for name in input_algorithms(case, x, w)]
 
 
 @pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
 def test_kernels_match_numpy_and_are_the_adjoints(case):
     x, w, dy = operands(case)
-    dx, dw = grads(x, w, dy, case)
     rx, rw = grads(x, w, dy, case, backend="numpy")
-    assert dx.shape == x.shape and dw.shape == w.shape and dx.dtype == dw.dtype == np.float64
-    np.testing.assert_allclose(dx, rx, rtol=1e-12, atol=1e-12 * np.abs(rx).max())
-    np.testing.assert_allclose(dw, rw, rtol=1e-12, atol=1e-12 * np.abs(rw).max())
     y = gpuconv.conv2d(x, w, **case.kwargs(), backend="emulator")
-    scale = np.abs(y).sum() * np.abs(dy).max() + np.abs(x).sum() * np.abs(dx).max()
-    assert abs(np.vdot(y, dy) - np.vdot(x, dx)) <= 1e-12 * scale
-    assert abs(np.vdot(y, dy) - np.vdot(w, dw)) <= 1e-12 * scale
+    for pair in algorithm_pairs(case, x, w):
+        dx, dw = grads(x, w, dy, case, algorithm=pair)
+        assert dx.shape == x.shape and dw.shape == w.shape and dx.dtype == dw.dtype == np.float64
+        np.testing.assert_allclose(dx, rx, rtol=1e-12, atol=1e-12 * np.abs(rx).max(), err_msg=str(pair))
+        np.testing.assert_allclose(dw, rw, rtol=1e-12, atol=1e-12 * np.abs(rw).max())
+        scale = np.abs(y).sum() * np.abs(dy).max() + np.abs(x).sum() * np.abs(dx).max()
+        assert abs(np.vdot(y, dy) - np.vdot(x, dx)) <= 1e-12 * scale
+        assert abs(np.vdot(y, dy) - np.vdot(w, dw)) <= 1e-12 * scale
+
+
+def test_forward_conv_runs_where_the_input_gradient_is_a_forward_convolution():
+    """forward-conv takes every stride-1 curated case whose padding stays within the dilated filter (auto
+    prefers it there) and refuses the others with the reason; its forward problem's output is dx."""
+    algo = get_backend("emulator").gradient_algorithms("input")["forward-conv"]
+    taken = []
+    for case in CURATED:
+        p = parse_problem(case.x_shape, np.float32, case.w_shape, np.float32, **case.kwargs())[0]
+        why = algo.why_not(p)
+        if (p.SH, p.SW) != (1, 1):
+            assert "only stride 1" in why
+        elif why is None:
+            taken.append(case.id)
+            fp, forward = algo.forward(p)
+            assert fp.output_shape == p.input_shape and (fp.C, fp.K, fp.G) == (p.K, p.C, p.G)
+            assert get_backend("emulator").choose_gradient("input", p) is algo
+            assert forward.why_not(fp) is None
+        else:
+            assert "negative padding" in why, case.id
+    assert {"groups_2", "depthwise_m1", "nchw_depthwise", "deeper_c32_k16", "pointwise"} <= set(taken)
 
 
 @settings(max_examples=10, deadline=None, derandomize=True, database=None,
@@ -59,7 +95,8 @@ def test_kernels_match_numpy_on_generated_cases(data):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
 
 
-PRECISION_CASES = [c for c in CURATED if c.id in ("groups_4_stride2", "depthwise_m2_stride2", "nchw_same_stride2")]
+PRECISION_CASES = [c for c in CURATED if c.id in ("groups_4_stride2", "depthwise_m2_stride2", "nchw_same_stride2",
+                                                  "deeper_c32_k16", "depthwise_m1")]
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
@@ -69,13 +106,14 @@ def test_lower_precision_is_accumulated_in_float32_and_rounded_once(case, dtype)
     accumulation error: a second rounding of half-type partial sums would exceed it."""
     dt = np_dtype(dtype)
     x, w, dy = (a.astype(dt) for a in operands(case, seed=4))
-    dx, dw = grads(x, w, dy, case)
-    assert dx.dtype == dw.dtype == dt
     rx, rw = grads(*(a.astype(np.float64) for a in (x, w, dy)), case, backend="numpy")
     u = unit_roundoff(dt)
-    for got, ref in ((dx, rx), (dw, rw)):
-        err = np.abs(got.astype(np.float64) - ref)
-        assert (err <= u * np.abs(ref) + 1e-5 * np.abs(ref).max()).all(), err.max()
+    for pair in algorithm_pairs(case, x, w):
+        dx, dw = grads(x, w, dy, case, algorithm=pair)
+        assert dx.dtype == dw.dtype == dt
+        for got, ref in ((dx, rx), (dw, rw)):
+            err = np.abs(got.astype(np.float64) - ref)
+            assert (err <= u * np.abs(ref) + 1e-5 * np.abs(ref).max()).all(), (pair, err.max())
 
 
 FD_CASES = [c for c in CURATED if c.id in ("same_odd_out_stride3", "dilation_stride_valid_mixed", "groups_2",
@@ -158,11 +196,13 @@ def test_sanitizer_finds_nothing(case, monkeypatch):
     """memcheck, racecheck, initcheck and synccheck on every gradient launch (im2col, the split-K GEMM,
     the reduction, the gather): a report would raise."""
     x, w, dy = operands(case, np.float32, seed=11)
-    ref = grads(x, w, dy, case)
-    monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "all")
-    got = grads(x, w, dy, case)
-    for a, b in zip(got, ref):
-        assert a.tobytes() == b.tobytes()
+    for pair in algorithm_pairs(case, x, w):
+        monkeypatch.delenv("GPUCONV_EMULATOR_SANITIZE", raising=False)
+        ref = grads(x, w, dy, case, algorithm=pair)
+        monkeypatch.setenv("GPUCONV_EMULATOR_SANITIZE", "all")
+        got = grads(x, w, dy, case, algorithm=pair)
+        for a, b in zip(got, ref):
+            assert a.tobytes() == b.tobytes()
 
 
 def test_index64_variants_give_the_same_bits(monkeypatch):
@@ -185,13 +225,13 @@ def test_backend_and_algorithm_arguments():
         conv2d_backprop_input(x.shape, w, dy, **case.kwargs(), backend="numpy", algorithm="splitk-gemm")
     with pytest.raises(ValueError, match=r"backend='tpu' is not allowed: expected 'auto' or one of"):
         conv2d_backprop_input(x.shape, w, dy, **case.kwargs(), backend="tpu")
-    with pytest.raises(TypeError, match=r"algorithm=3 is not allowed: expected 'auto' or one of \['gather'\]"):
+    with pytest.raises(TypeError, match=r"algorithm=3 is not allowed: expected 'auto' or one of \['forward-conv', 'gather'\]"):
         conv2d_backprop_input(x.shape, w, dy, **case.kwargs(), backend="emulator", algorithm=3)
     with pytest.raises(ValueError, match=r"algorithm='gemm' is not allowed: expected 'auto' or a pair"):
         conv2d_grads(x, w, dy, **case.kwargs(), algorithm="gemm")
     dx, dw = conv2d_grads(x, w, dy, **case.kwargs(), backend="emulator", algorithm=("gather", "splitk-gemm"))
     assert isinstance(dx, np.ndarray) and dx.shape == x.shape and dw.shape == w.shape
-    assert set(gpuconv.gradients.gradient_algorithms("emulator", "input")) == {"gather"}
+    assert set(gpuconv.gradients.gradient_algorithms("emulator", "input")) == {"forward-conv", "gather"}
     with pytest.raises(ValueError, match=r"which='bias' is not allowed: expected 'input' or 'filter'"):
         gpuconv.gradients.gradient_algorithms("numpy", "bias")
 

@@ -197,6 +197,30 @@ def test_gradients_run_on_the_inputs_device_and_stay_there(fake, monkeypatch):
 
 
 @pytest.mark.parametrize("nonfinite", [False, True])
+def test_stride_1_input_gradient_runs_the_forward_kernels_on_the_device(fake, monkeypatch, nonfinite):
+    """forward-conv on CuPy arrays: the flipped filters are made on the device and the forward pass's
+    kernels (with its on-device non-finite handling) compute dx there: no gather kernel, nothing read
+    back or waited for, the NumPy backend's result."""
+    from gpuconv import gradients
+    cp, calls, be = fake
+    monkeypatch.setattr(gradients, "unusable_reason", lambda name: None)
+    real = gradients.get_backend
+    monkeypatch.setattr(gradients, "get_backend", lambda name: be if name == "cupy" else real(name))
+    x, w = inputs()
+    if nonfinite:
+        w[0, 0, 1, 2], w[2, 1, 0, 5] = np.inf, np.nan
+    dy = np.random.default_rng(6).integers(-3, 4, (2, 5, 6, 16)).astype(np.float32)
+    wd, dyd = cp.asarray(w), cp.asarray(dy)
+    del calls[:]
+    dx = gpuconv.conv2d_backprop_input(x.shape, wd, dyd, 1, "SAME")
+    assert isinstance(dx, DeviceArray)
+    assert [c for c in calls if c[0] in ("d2h", "sync")] == []
+    launched = [c[1] for c in calls if c[0] == "launch"]
+    assert "conv_grad_input_f32_i32" not in launched and "nonfinite_fixup_f32_i32" in launched
+    np.testing.assert_array_equal(dx.get(), gpuconv.conv2d_backprop_input(x.shape, w, dy, 1, "SAME", backend="numpy"))
+
+
+@pytest.mark.parametrize("nonfinite", [False, True])
 def test_a_conv2d_call_reads_nothing_back_and_waits_for_nothing(api_on_fake, nonfinite):
     """Issue 10 item 6: a call on device arrays only enqueues work; non-finite filters are handled on
     the device too (a flag the fix-up kernel reads there), with the host backend's results."""

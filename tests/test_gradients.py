@@ -257,3 +257,52 @@ def test_col2im_paths_equal_the_per_tap_gemms(xs, ws, strides, dilations, layout
     got = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="col2im")
     want = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="gemm")
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+def _input_gradient_by_definition(x_shape, w, dy, p) -> np.ndarray:
+    """dx in float64 by the definition's scatter, NHWC: every product of a real dy value with a filter tap
+    that lands inside the image, and nothing else (as TensorFlow's Conv2DBackpropInput adds them)."""
+    dx = np.zeros((p.N, p.H, p.W, p.C))
+    w5 = w.astype(np.float64).reshape(p.KH, p.KW, p.CG, p.G, p.KG)
+    for oh in range(p.OH):
+        for ow in range(p.OW):
+            for kh in range(p.KH):
+                for kw in range(p.KW):
+                    ih, iw = oh * p.SH + kh * p.DH - p.PT, ow * p.SW + kw * p.DW - p.PL
+                    if 0 <= ih < p.H and 0 <= iw < p.W:
+                        g = dy[:, oh, ow].astype(np.float64).reshape(p.N, p.G, p.KG)
+                        dx[:, ih, iw] += np.einsum("ngk,cgk->ngc", g, w5[kh, kw]).reshape(p.N, p.C)
+    return dx
+
+
+@pytest.mark.parametrize("xs,ws,strides,padding", [((2, 6, 7, 2), (3, 3, 2, 3), 1, "SAME"),
+                                                   ((2, 6, 7, 2), (3, 3, 2, 3), 1, "VALID"),
+                                                   ((2, 7, 6, 2), (3, 3, 2, 3), 2, "SAME"),
+                                                   ((1, 6, 6, 4), (3, 3, 1, 4), 1, "SAME")])
+def test_input_gradient_of_non_finite_filters_adds_only_real_products(xs, ws, strides, padding):
+    """inf and NaN filter values: every input-gradient algorithm of every usable backend gives NaN/inf
+    exactly where the definition does (a zero dy value times inf is NaN; a tap landing in the padding adds
+    nothing) and the definition's values elsewhere. NumPy's planar col2im once added its zero-padded dy
+    columns times inf into real pixels."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    w[0, 0, 0, 1], w[2, 1, -1, 0] = np.inf, np.nan
+    p = gpuconv.parse_problem(xs, x.dtype, ws, w.dtype, strides, padding)[0]
+    dy = rng.standard_normal(p.output_shape).astype(np.float32)
+    dy[0, 0, 0] = 0
+    want = _input_gradient_by_definition(xs, w, dy, p)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    usable = [b for b, why in gpuconv.backends.available_backends().items() if why is None and b != "cupy"]
+    ran = []
+    for backend in usable:
+        for name, algo in gpuconv.gradients.gradient_algorithms(backend, "input").items():
+            if algo.why_not(p) is not None:
+                continue
+            got = conv2d_backprop_input(xs, w, dy, strides, padding, backend=backend, algorithm=name)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{backend}:{name}")
+            np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want), err_msg=f"{backend}:{name}")
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5, err_msg=f"{backend}:{name}")
+            ran.append(f"{backend}:{name}")
+    assert {"numpy:gemm", "numpy:col2im"} <= set(ran)

@@ -87,18 +87,22 @@ class CudaBackend(Backend):
         """algorithm: "auto", a name, or a configured CudaAlgorithm (a variant, as the autotuner picks).
         Non-finite filter values are handled on the device (nonfinite_launch.py): nothing here waits
         for the device or reads its memory."""
-        from .nonfinite_launch import add_nonfinite_terms, zeroed_filters
         if isinstance(algorithm, str):
             algo = self.choose(p) if algorithm == "auto" else self._algos[algorithm]
         else:
             algo = algorithm
         out = self.xp.empty(p.output_shape, self.storage_dtype(p.dtype))
         if not p.is_empty:
-            xd, wd = self.to_device(x, p.dtype), self.to_device(w, p.dtype)
-            w_finite, flag = zeroed_filters(self, p, wd)
-            algo.run(p, xd, w_finite, out)
-            add_nonfinite_terms(self, p, xd, wd, out, flag)
+            self.run_into(p, self.to_device(x, p.dtype), self.to_device(w, p.dtype), algo, out)
         return self._returned(out, x, p.dtype)
+
+    def run_into(self, p: ConvProblem, xd, wd, algo, out) -> None:
+        """One forward convolution of device arrays into `out` (p.output_shape, the storage dtype), with
+        conv2d's handling of non-finite filter values (a padding zero times inf adds nothing)."""
+        from .nonfinite_launch import add_nonfinite_terms, zeroed_filters
+        w_finite, flag = zeroed_filters(self, p, wd)
+        algo.run(p, xd, w_finite, out)
+        add_nonfinite_terms(self, p, xd, wd, out, flag)
 
     def run_gradient(self, algo, p: ConvProblem, a, dy, shape: tuple):
         """One gradient (algo from gradient_algorithms) of the result's `shape` (in p's layout), from the

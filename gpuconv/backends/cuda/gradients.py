@@ -1,8 +1,12 @@
 """The CUDA algorithms of the two conv2d gradients (gpuconv.conv2d_backprop_input / _filter), for both
 CUDA backends, as algorithms.py is for the forward pass.
 
-input gradient:  "gather" (kernels/grad_input.cu): one thread per input element adds exactly the taps
-                 that reach it; no workspace, no atomics.
+input gradient:  "forward-conv" for stride 1: the forward convolution of dy with the flipped,
+                 channel-swapped filters (forward_conv_gradient.py) on the forward pass's own kernels, as
+                 its auto rule picks them (implicit GEMM, tensor cores for half types, depthwise), through
+                 the forward pass's non-finite filter handling; one small filter copy.
+                 "gather" (kernels/grad_input.cu) for any stride: one thread per input element adds exactly
+                 the taps that reach it; no workspace, no atomics, but no operand reuse in shared memory.
 filter gradient: "depthwise" (kernels/grad_filter_depthwise.cu) for one input channel per group: one
                  thread per (pixel slice, tap, channel) sum, the slices added by split_k_reduce.cu.
                  "splitk-gemm": dW = im2col(x)^T @ dy per group, a GEMM whose reduction runs over all
@@ -22,12 +26,32 @@ import numpy as np
 from ... import config
 from ...dtypes import accumulator
 from ...problem import ConvProblem
+from .. import forward_conv_gradient
 from .algorithms import CudaAlgorithm, _address, grid_stride_blocks, problem_sizes
 from .launch import INDEX32_LIMIT, Launch, entry_name, grid_stride_end
 from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, make_struct
 
-INPUT_AUTO_RULE = "gather (the only input-gradient kernel; depthwise filters skip its filter copy)"
+INPUT_AUTO_RULE = "forward-conv for stride 1 (padding within the dilated filter's extent), else gather"
 FILTER_AUTO_RULE = "depthwise for one input channel per group (CG=1), else splitk-gemm"
+
+
+class ForwardConvInput(CudaAlgorithm):
+    name = "forward-conv"
+    summary = ("stride 1: the forward convolution of dy with the flipped, channel-swapped filters, on the "
+               "forward pass's kernels as its auto rule picks them (implicit GEMM, tensor cores, depthwise)")
+
+    def why_not(self, p: ConvProblem) -> Optional[str]:
+        return forward_conv_gradient.why_not(p)
+
+    def forward(self, p: ConvProblem) -> tuple[ConvProblem, CudaAlgorithm]:
+        """The forward problem and the forward algorithm that computes p's input gradient."""
+        fp = forward_conv_gradient.forward_problem(p)
+        return fp, self.backend.choose(fp)
+
+    def run(self, p: ConvProblem, w, dy, out) -> None:
+        fp, algo = self.forward(p)
+        wf = forward_conv_gradient.flipped_filters(p, w, self.backend.xp)
+        self.backend.run_into(fp, dy, wf, algo, out)
 
 
 class GatherInput(CudaAlgorithm):
@@ -231,7 +255,7 @@ class DepthwiseFilter(CudaAlgorithm):
 
 def make_gradient_algorithms(backend) -> dict[str, dict[str, CudaAlgorithm]]:
     """Each gradient's algorithms, in the order "auto" tries them."""
-    return {"input": {a.name: a for a in (GatherInput(backend),)},
+    return {"input": {a.name: a for a in (ForwardConvInput(backend), GatherInput(backend))},
             "filter": {a.name: a for a in (DepthwiseFilter(backend), SplitKFilter(backend))}}
 
 

@@ -31,7 +31,8 @@ import numpy as np
 from ... import config
 from ...chunks import output_blocks
 from ...dtypes import accumulator
-from ...problem import ConvProblem, parse_problem
+from ...problem import ConvProblem
+from .. import forward_conv_gradient
 from ..base import Algorithm, pick_first
 from . import threads
 from .gemm import GEMM_BLOCK_BYTES, im2col
@@ -200,6 +201,9 @@ def _col2im_planar(p: ConvProblem, wt: np.ndarray, dy: np.ndarray, ct) -> np.nda
     and drops the padding: this path holds dx twice (C < 16: small beside dy). ResNet stem at batch 8,
     2-core host, median of 7: 127 ms adding [pixels, C] blocks into NHWC, 77 ms adding channel by channel
     into NHWC, 50 ms as here (of which the GEMM about 26 ms, the adds about 20 ms)."""
+    # dy's zero columns times a non-finite filter value would add NaN to real pixels: such filters take
+    # the exact per-block adds
+    runs_ok = bool(np.isfinite(wt).all())
     hq = -(-max((p.OH - 1) * p.SH + (p.KH - 1) * p.DH + 1, p.PT + p.H) // p.SH)
     wq = -(-max((p.OW - 1) * p.SW + (p.KW - 1) * p.DW + 1, p.PL + p.W) // p.SW)
     # one spare row: a run's zero tail (dy's padding columns) may reach past the last row
@@ -213,7 +217,7 @@ def _col2im_planar(p: ConvProblem, wt: np.ndarray, dy: np.ndarray, ct) -> np.nda
         for block in output_blocks(q, per_pixel, block_budget(GEMM_BLOCK_BYTES)):
             b0, b1, oh0, oh1, ow0, ow1 = block
             nb, hb = b1 - b0, oh1 - oh0
-            full_rows = (ow0, ow1) == (0, p.OW)
+            full_rows = runs_ok and (ow0, ow1) == (0, p.OW)
             wb = wq if full_rows else ow1 - ow0
             pixels = nb * hb * wb
             if buf is None:
@@ -253,32 +257,15 @@ def _col2im_planar(p: ConvProblem, wt: np.ndarray, dy: np.ndarray, ct) -> np.nda
 
 
 class ForwardConvInputGradient(Algorithm):
-    """With stride 1, dx is itself a forward convolution: of dy with the filters flipped in space and their
-    channels swapped within each group (w'[kh, kw, k, g*CG + c] = w[KH-1-kh, KW-1-kw, c, g*KG + k]), the
-    same dilation, and padding (KH-1)*DH - PT above, (KH-1)*DH - PB below (likewise across), so that the
-    numpy backend's own conv2d algorithms (Winograd, pointwise, GEMM with its batch split) compute it."""
+    """With stride 1, dx is the forward convolution of dy with the flipped, channel-swapped filters
+    (forward_conv_gradient.py), which the numpy backend's own conv2d algorithms (Winograd, pointwise,
+    depthwise, GEMM with its batch split) compute."""
     name = "forward-conv"
     summary = ("stride 1, where the numpy backend would run that forward convolution as Winograd, pointwise or "
                "depthwise: the forward convolution of dy with the flipped, channel-swapped filters")
 
-    @staticmethod
-    def pads(p: ConvProblem) -> tuple[int, int, int, int]:
-        eh, ew = (p.KH - 1) * p.DH, (p.KW - 1) * p.DW
-        return eh - p.PT, eh - p.PB, ew - p.PL, ew - p.PR
-
-    @classmethod
-    def padding(cls, p: ConvProblem) -> list:
-        pt, pb, pl, pr = cls.pads(p)
-        spatial = [[pt, pb], [pl, pr]]
-        return [[0, 0]] + spatial + [[0, 0]] if p.layout == "NHWC" else [[0, 0], [0, 0]] + spatial
-
     def why_not(self, p: ConvProblem) -> Optional[str]:
-        if (p.SH, p.SW) != (1, 1):
-            return f"strides ({p.SH}, {p.SW}): only stride 1 makes the input gradient a forward convolution"
-        if min(self.pads(p)) < 0:
-            return (f"padding ({p.PT}, {p.PB}, {p.PL}, {p.PR}) beyond the dilated filter's extent "
-                    f"({(p.KH - 1) * p.DH}, {(p.KW - 1) * p.DW}) would need negative padding")
-        return None
+        return forward_conv_gradient.why_not(p)
 
     def slower(self, p: ConvProblem) -> Optional[str]:
         """Why auto prefers the next algorithm for p (None: this is faster)."""
@@ -286,13 +273,10 @@ class ForwardConvInputGradient(Algorithm):
         if why is not None:
             return why
         from .. import get_backend
-        dy_shape = p.output_shape if p.layout == "NHWC" else (p.N, p.K, p.OH, p.OW)
-        fwd = parse_problem(dy_shape, p.dtype, (p.KH, p.KW, p.KG, p.C), p.dtype, 1, self.padding(p), p.layout,
-                            (p.DH, p.DW))[0]
         # measured (bench layers, batch 8, 2-core AVX2 host): through Winograd, pointwise or depthwise
         # 0.4-0.8x the per-tap GEMMs' time; through im2col + GEMM 1.1-3.4x (the im2col copy and the
         # flipped filters' copy, which the per-tap GEMMs and col2im do without)
-        chosen = get_backend("numpy").choose(fwd).name
+        chosen = get_backend("numpy").choose(forward_conv_gradient.forward_problem(p)).name
         if chosen == "gemm":
             return "its forward convolution would run as im2col + GEMM, slower (the im2col copy)"
         if chosen == "winograd" and p.C < 16:
@@ -304,10 +288,8 @@ class ForwardConvInputGradient(Algorithm):
 
     def run(self, p: ConvProblem, w: np.ndarray, dy: np.ndarray) -> np.ndarray:
         from ...api import conv2d
-        wf = (w.reshape(p.KH, p.KW, p.CG, p.G, p.KG)[::-1, ::-1].transpose(0, 1, 4, 3, 2)
-              .reshape(p.KH, p.KW, p.KG, p.C))
-        return conv2d(dy, np.ascontiguousarray(wf, p.dtype), 1, self.padding(p), p.layout, (p.DH, p.DW),
-                      backend="numpy")
+        return conv2d(dy, forward_conv_gradient.flipped_filters(p, w.astype(p.dtype, copy=False), np),
+                      1, forward_conv_gradient.padding(p), p.layout, (p.DH, p.DW), backend="numpy")
 
 
 class Im2colFilterGradient(Algorithm):
