@@ -64,35 +64,31 @@ def test_kernels_match_numpy_and_are_the_adjoints(case):
         assert abs(np.vdot(y, dy) - np.vdot(w, dw)) <= 1e-12 * scale
 
 
-def test_forward_conv_runs_where_the_input_gradient_is_a_forward_convolution():
-    """forward-conv takes every stride-1 curated case whose padding stays within the dilated filter (auto
-    prefers it there) and refuses the others with the reason; its forward problem's output is dx."""
+def test_forward_conv_phases_partition_dx_and_auto_takes_them():
+    """forward-conv on every curated case: its stride phases cover each dx pixel once, each phase's forward
+    problem outputs exactly that phase's strided view, stride 1 without crops is one phase; auto takes it
+    (but gather for strided depthwise layers)."""
+    from gpuconv.backends import forward_conv_gradient as fcg
     algo = get_backend("emulator").gradient_algorithms("input")["forward-conv"]
-    taken = []
     for case in CURATED:
         p = parse_problem(case.x_shape, np.float32, case.w_shape, np.float32, **case.kwargs())[0]
-        why = algo.why_not(p)
-        if (p.SH, p.SW) != (1, 1):
-            assert "only stride 1" in why
-        elif why is None:
-            taken.append(case.id)
-            fp, forward = algo.forward(p)
-            assert fp.output_shape == p.input_shape and (fp.C, fp.K, fp.G) == (p.K, p.C, p.G)
-            assert get_backend("emulator").choose_gradient("input", p) is algo
-            assert forward.why_not(fp) is None
-        else:
-            assert "negative padding" in why, case.id
-    assert {"groups_2", "depthwise_m1", "nchw_depthwise", "deeper_c32_k16", "pointwise"} <= set(taken)
-
-
-@settings(max_examples=10, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
-@given(data=st.data())
-def test_kernels_match_numpy_on_generated_cases(data):
-    case, _ = data.draw(configs.cases(configs.SCALES["emulator"], ("float64",)))
-    x, w, dy = operands(case, seed=2)
-    for got, ref in zip(grads(x, w, dy, case), grads(x, w, dy, case, backend="numpy")):
-        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+        strided_depthwise = p.CG == p.KG == 1 and not fcg.is_one_phase(p)
+        assert algo.why_not(p) is None
+        assert get_backend("emulator").choose_gradient("input", p).name == ("gather" if strided_depthwise
+                                                                            else "forward-conv"), case.id
+        hits = np.zeros(p.input_shape, int)
+        phases = fcg.phases(p)
+        for phase in phases:
+            view = phase.target(p, hits)
+            view += 1
+            if phase.reached:
+                q = phase.problem(p)
+                assert q.output_shape == view.shape and (q.C, q.K, q.G) == (p.K, p.C, p.G), case.id
+                assert algo.forward(q).why_not(q) is None
+        assert (hits == 1).all(), case.id
+        assert fcg.is_one_phase(p) == (len(phases) == 1 and phases[0].problem(p).input_shape == p.output_shape)
+    p = parse_problem((1, 8, 8, 4), np.float32, (3, 3, 1, 4), np.float32, 2, "SAME")[0]
+    assert get_backend("emulator").choose_gradient("input", p).name == "gather"
 
 
 PRECISION_CASES = [c for c in CURATED if c.id in ("groups_4_stride2", "depthwise_m2_stride2", "nchw_same_stride2",

@@ -54,6 +54,21 @@ def test_gradients_are_the_adjoints_on_generated_cases(data):
     _check_adjoint(case, seed=1)
 
 
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(data=st.data())
+def test_forward_conv_phases_equal_the_per_tap_gemms_on_generated_cases(data):
+    """The input gradient as forward convolutions over stride phases and dy crops (strides above the
+    kernel, strides sharing a factor with the dilation, padding beyond the filter) on generated cases."""
+    case, _ = data.draw(configs.cases(configs.SCALES["numpy"], ("float64",)))
+    x, w, dy = _operands(case, seed=3)
+    args = (case.strides, case.padding, case.data_format, case.dilations)
+    got = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="forward-conv")
+    want = conv2d_backprop_input(x.shape, w, dy, *args, algorithm="gemm")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * (np.abs(want).max() + 1e-300))
+
+
 TF_CASES = [
     dict(x=(2, 9, 11, 3), w=(3, 3, 3, 4), strides=1, padding="SAME", dilations=1),
     dict(x=(2, 10, 9, 4), w=(3, 2, 4, 5), strides=2, padding="VALID", dilations=1),
@@ -192,9 +207,9 @@ def test_numpy_gradient_algorithms_equal_the_per_tap_gemms(case, which, name):
 
 
 def test_input_gradient_auto_rule():
-    """auto takes the forward convolution where it runs as Winograd/pointwise/depthwise, col2im for few
-    ungrouped, padded channels, else the per-tap GEMMs; a stride or padding beyond the filter's extent is
-    refused with the reason."""
+    """auto takes the forward convolution where it is one stride-1 convolution run as Winograd, pointwise
+    or depthwise, col2im for few ungrouped, padded channels, else the per-tap GEMMs; forward-conv runs
+    strided and over-padded layers too (as stride phases and dy crops), but auto does not take it there."""
     from gpuconv.gradients import _pick
 
     def picked(xs, ws, strides=1, padding="SAME"):
@@ -213,13 +228,10 @@ def test_input_gradient_auto_rule():
     assert picked((8, 56, 56, 8), (3, 3, 2, 16), strides=2) == "gemm"         # grouped
     assert picked((8, 28, 28, 64), (3, 3, 64, 64), strides=2) == "gemm"
     assert picked((8, 56, 56, 32), (3, 3, 1, 32), strides=2) == "gemm"       # depthwise, strided
-    x, w = np.zeros((1, 6, 6, 2), np.float32), np.zeros((3, 3, 2, 4), np.float32)
-    dy = np.zeros((1, 2, 2, 4), np.float32)
-    with pytest.raises(ValueError, match=r"forward-conv.*strides \(2, 2\)"):
-        conv2d_backprop_input(x.shape, w, dy, 2, "VALID", algorithm="forward-conv")
-    dy = np.zeros((1, 10, 10, 4), np.float32)
-    with pytest.raises(ValueError, match=r"negative padding"):
-        conv2d_backprop_input(x.shape, w, dy, 1, [[0, 0], [3, 3], [3, 3], [0, 0]], algorithm="forward-conv")
+    algo = gpuconv.gradients.gradient_algorithms("numpy", "input")["forward-conv"]
+    for strides, padding in ((2, "VALID"), (1, [[0, 0], [3, 3], [3, 3], [0, 0]])):
+        p = gpuconv.parse_problem((1, 6, 6, 2), np.float32, (3, 3, 2, 4), np.float32, strides, padding)[0]
+        assert algo.why_not(p) is None and "strided or cropped" in algo.slower(p)
 
 
 def test_filter_gradient_auto_rule():

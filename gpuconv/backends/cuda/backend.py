@@ -32,7 +32,8 @@ class CudaBackend(Backend):
         return AUTO_RULES[which]
 
     def choose_gradient(self, which: str, p: ConvProblem):
-        return pick_first(list(self._grad_algos[which].values()), p, self.gradient_auto_rule(which))
+        from .gradients import auto_order
+        return pick_first(auto_order(self._grad_algos[which], which, p), p, self.gradient_auto_rule(which))
 
     def auto_rule(self) -> str:
         from .algorithms import AUTO_RULE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...dtypes import accumulator
+from ...nonfinite import add_nonfinite_terms, split_filters
 from ...problem import ConvProblem
 from ..base import Algorithm, Backend, pick_first
 from . import gradients, threads
@@ -64,10 +65,21 @@ class NumpyBackend(Backend):
     def run(self, p, x, w, algorithm):
         algo = self.choose(p) if algorithm == "auto" else self._algos[algorithm]
         out = np.empty(p.output_shape, p.dtype)
-        if p.is_empty:
-            return out
+        if not p.is_empty:
+            self._run(p, x, w, algo, out)
+        return out
+
+    def run_into(self, p: ConvProblem, x, w, algo, out) -> None:
+        """One forward convolution into `out` (p.output_shape, p.dtype), with conv2d's handling of
+        non-finite filter values (a padding zero times inf adds nothing), as the CUDA backends' run_into."""
+        w_finite, bad = split_filters(w)
+        self._run(p, x, w_finite, algo, out)
+        if len(bad):
+            add_nonfinite_terms(p, x, w, out, bad)
+
+    @staticmethod
+    def _run(p, x, w, algo, out) -> None:
         # The filters in the accumulator type once, before the batch split: every worker reads this copy.
         x, w = np.asarray(x), np.ascontiguousarray(w, dtype=accumulator(p.dtype))
         workers = getattr(algo, "workers", lambda p: 1)(p)
         threads.map_batch(p, workers, lambda q, n0, n1: algo.run(q, x[n0:n1], w, out[n0:n1]))
-        return out
