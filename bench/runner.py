@@ -226,7 +226,9 @@ def measure_all(impls: list, case: Case, ref: np.ndarray, opts, progress=None) -
     for (impl, res, prep), got, warmup in zip(timed, samples, warmups):
         t0 = time.perf_counter()
         _finish(impl, case, res, prep, got, warmup)
-        res["wall_s"] = round(res["wall_s"] + sum(got) + time.perf_counter() - t0, 3)
+        res["wall_s"] += sum(got) + time.perf_counter() - t0
+    for res in results:
+        res["wall_s"] = round(res["wall_s"], 3)
     return results
 
 
