@@ -45,8 +45,11 @@ def input_algorithms(case, x, w) -> list[str]:
 
 
 def algorithm_pairs(case, x, w) -> list[tuple[str, str]]:
-    """(input, filter) algorithm pairs covering every input-gradient algorithm that can run the case."""
-    return [(name, "auto") for name in input_algorithms(case, x, w)]
+    """(input, filter) algorithm pairs covering every algorithm of both gradients that can run the case."""
+    p = parse_problem(x.shape, x.dtype, w.shape, w.dtype, **case.kwargs())[0]
+    filters = [n for n, a in get_backend("emulator").gradient_algorithms("filter").items() if a.why_not(p) is None]
+    inputs = input_algorithms(case, x, w)
+    return [(inputs[i % len(inputs)], filters[i % len(filters)]) for i in range(max(len(inputs), len(filters)))]
 
 
 @pytest.mark.parametrize("case", CURATED, ids=CURATED_IDS)
@@ -89,6 +92,28 @@ def test_forward_conv_phases_partition_dx_and_auto_takes_them():
         assert fcg.is_one_phase(p) == (len(phases) == 1 and phases[0].problem(p).input_shape == p.output_shape)
     p = parse_problem((1, 8, 8, 4), np.float32, (3, 3, 1, 4), np.float32, 2, "SAME")[0]
     assert get_backend("emulator").choose_gradient("input", p).name == "gather"
+
+
+def test_filter_gradient_as_one_forward_convolution(monkeypatch):
+    """forward-conv for dw: on every ungrouped curated case its forward problem outputs [C, KH, KW, K] from at
+    most the input's rows and columns, and auto takes it; grouped layers and a workspace too small for the
+    transposed copies are refused with the reason (auto then takes depthwise or splitk-gemm)."""
+    from gpuconv.backends import forward_conv_gradient as fcg
+    be = get_backend("emulator")
+    algo = be.gradient_algorithms("filter")["forward-conv"]
+    for case in CURATED:
+        p = parse_problem(case.x_shape, np.float32, case.w_shape, np.float32, **case.kwargs())[0]
+        chosen = be.choose_gradient("filter", p).name
+        if p.G > 1:
+            assert "groups" in algo.why_not(p) and chosen == ("depthwise" if p.CG == 1 else "splitk-gemm")
+            continue
+        q, (rows, cols) = fcg.filter_problem(p)
+        assert q.output_shape == (p.C, p.KH, p.KW, p.K) and rows <= p.H and cols <= p.W, case.id
+        assert chosen == "forward-conv" and algo.forward(q).why_not(q) is None
+    p = parse_problem((2, 32, 32, 4), np.float32, (3, 3, 4, 4), np.float32, 1, "SAME")[0]
+    monkeypatch.setattr(gpuconv.config.settings, "cuda_workspace_bytes", 40000)   # the copies: 65536 bytes
+    assert "exceed the workspace bound of 40000 bytes" in algo.why_not(p)
+    assert be.choose_gradient("filter", p).name == "splitk-gemm"
 
 
 PRECISION_CASES = [c for c in CURATED if c.id in ("groups_4_stride2", "depthwise_m2_stride2", "nchw_same_stride2",
@@ -214,7 +239,7 @@ def test_backend_and_algorithm_arguments():
     case = CURATED[0]
     x, w, dy = operands(case, np.float32)
     with pytest.raises(ValueError, match=r"algorithm='gather' is not allowed for the filter gradient on backend "
-                                         r"'emulator': expected 'auto' or one of \['depthwise', 'splitk-gemm'\]"):
+                                         r"'emulator': expected 'auto' or one of \['depthwise', 'forward-conv', 'splitk-gemm'\]"):
         conv2d_backprop_filter(x, w.shape, dy, **case.kwargs(), backend="emulator", algorithm="gather")
     with pytest.raises(ValueError, match=r"algorithm='splitk-gemm' is not allowed for the input gradient on "
                                          r"backend 'numpy': expected 'auto' or one of \['col2im', 'forward-conv', 'gemm'\]"):

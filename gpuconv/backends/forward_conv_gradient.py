@@ -141,3 +141,32 @@ def run(p: ConvProblem, w, dy, dx, xp, forward: Callable) -> None:
         out = xp.empty(fp.output_shape, dx.dtype)
         forward(fp, phase.dy(p, dy, xp), phase.filters(p, w, xp), out)
         target[...] = out
+
+
+# The filter gradient as one forward convolution. dw[kh, kw, c, k] = sum over (n, oh, ow) of
+# x[n, oh*SH + kh*DH - PT, ow*SW + kw*DW - PL, c] * dy[n, oh, ow, k]: the convolution of the input with
+# batch and channels swapped (C images of N channels: x'[c, h, w, n]) with dy as the filters (OH x OW taps,
+# N in, K out: dy'[oh, ow, n, k]), at stride (DH, DW) and dilation (SH, SW), its output [C, KH, KW, K]. The
+# padding below (right) is cut to what the last tap row (column) reads, so that the output is exactly
+# KH x KW; a cut below zero drops input rows (columns) that no output pixel reads.
+
+def filter_problem(p: ConvProblem) -> tuple[ConvProblem, tuple[int, int]]:
+    """The filter gradient's forward problem (G = 1 only) and the input rows and columns it reads."""
+    pb = (p.KH - 1) * p.DH + (p.OH - 1) * p.SH + 1 - p.H - p.PT
+    pr = (p.KW - 1) * p.DW + (p.OW - 1) * p.SW + 1 - p.W - p.PL
+    rows, cols = p.H + min(pb, 0), p.W + min(pr, 0)
+    q = parse_problem((p.C, rows, cols, p.N), p.dtype, (p.OH, p.OW, p.N, p.K), p.dtype, (p.DH, p.DW),
+                      [[0, 0], [p.PT, max(pb, 0)], [p.PL, max(pr, 0)], [0, 0]], "NHWC", (p.SH, p.SW))[0]
+    return q, (rows, cols)
+
+
+def run_filter(p: ConvProblem, x, dy, dw, xp, forward: Callable) -> None:
+    """dw (HWIO, contiguous) from x and dy as one forward convolution (above); forward(problem, input,
+    filters, out) writes it into the contiguous array `out`. Holds x and dy once more, transposed."""
+    q, (rows, cols) = filter_problem(p)
+    xn, dyn = (x, dy) if p.layout == "NHWC" else (x.transpose(0, 2, 3, 1), dy.transpose(0, 2, 3, 1))
+    xt = xp.ascontiguousarray(xn[:, :rows, :cols].transpose(3, 1, 2, 0))      # [C, rows, cols, N]
+    dyt = xp.ascontiguousarray(dyn.transpose(1, 2, 0, 3))                    # [OH, OW, N, K]
+    out = xp.empty(q.output_shape, dw.dtype)                                 # [C, KH, KW, K]
+    forward(q, xt, dyt, out)
+    dw[...] = out.transpose(1, 2, 0, 3)
