@@ -156,11 +156,6 @@ def _stats(samples: list[float], scale: float) -> dict:
             "repeats": len(s), "samples": s}
 
 
-def _time(run, repeats: int, warmup: int, max_seconds: float) -> list[float]:
-    """Samples of one callable (see time_rounds)."""
-    return time_rounds([run], [repeats], [warmup], max_seconds)[0]
-
-
 def time_rounds(runs: list, repeats: list, warmups: list, max_seconds: float) -> list[list[float]]:
     """Samples of several callables timed in rounds: each round calls every callable once, the order
     rotating from round to round, so that a shared host's slow spells fall on all of them alike and the

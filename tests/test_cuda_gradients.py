@@ -87,7 +87,7 @@ def test_forward_conv_phases_partition_dx_and_auto_takes_them():
             if phase.reached:
                 q = phase.problem(p)
                 assert q.output_shape == view.shape and (q.C, q.K, q.G) == (p.K, p.C, p.G), case.id
-                assert algo.forward(q).why_not(q) is None
+                assert get_backend("emulator").choose(q).why_not(q) is None
         assert (hits == 1).all(), case.id
         assert fcg.is_one_phase(p) == (len(phases) == 1 and phases[0].problem(p).input_shape == p.output_shape)
     p = parse_problem((1, 8, 8, 4), np.float32, (3, 3, 1, 4), np.float32, 2, "SAME")[0]
@@ -109,7 +109,7 @@ def test_filter_gradient_as_one_forward_convolution(monkeypatch):
             continue
         q, (rows, cols) = fcg.filter_problem(p)
         assert q.output_shape == (p.C, p.KH, p.KW, p.K) and rows <= p.H and cols <= p.W, case.id
-        assert chosen == "forward-conv" and algo.forward(q).why_not(q) is None
+        assert chosen == "forward-conv" and be.choose(q).why_not(q) is None
     p = parse_problem((2, 32, 32, 4), np.float32, (3, 3, 4, 4), np.float32, 1, "SAME")[0]
     monkeypatch.setattr(gpuconv.config.settings, "cuda_workspace_bytes", 40000)   # the copies: 65536 bytes
     assert "exceed the workspace bound of 40000 bytes" in algo.why_not(p)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 from ..problem import ConvProblem, parse_problem
 
@@ -124,13 +124,20 @@ def forward_problem(p: ConvProblem) -> ConvProblem:
     return phase.problem(p)
 
 
-def run(p: ConvProblem, w, dy, dx, xp, forward: Callable) -> None:
-    """dx (p's input shape and layout, contiguous) from the filters w and dy, as forward convolutions:
-    forward(problem, dy, filters, out) writes one into the contiguous array `out`."""
+def _forward(backend, q: ConvProblem, a, f, out) -> None:
+    """One forward convolution on `backend` into the contiguous array `out`, by its auto rule and with
+    conv2d's non-finite filter handling."""
+    backend.run_into(q, a, f, backend.choose(q), out)
+
+
+def run(p: ConvProblem, w, dy, dx, backend) -> None:
+    """dx (p's input shape and layout, contiguous, in backend.xp) from the filters w and dy, as forward
+    convolutions on `backend`."""
+    xp = backend.xp
     parts = phases(p)
     if is_one_phase(p):
         (phase,) = parts
-        forward(phase.problem(p), dy, phase.filters(p, w, xp), dx)
+        _forward(backend, phase.problem(p), dy, phase.filters(p, w, xp), dx)
         return
     for phase in parts:
         target = phase.target(p, dx)
@@ -139,7 +146,7 @@ def run(p: ConvProblem, w, dy, dx, xp, forward: Callable) -> None:
             continue
         fp = phase.problem(p)
         out = xp.empty(fp.output_shape, dx.dtype)
-        forward(fp, phase.dy(p, dy, xp), phase.filters(p, w, xp), out)
+        _forward(backend, fp, phase.dy(p, dy, xp), phase.filters(p, w, xp), out)
         target[...] = out
 
 
@@ -160,13 +167,14 @@ def filter_problem(p: ConvProblem) -> tuple[ConvProblem, tuple[int, int]]:
     return q, (rows, cols)
 
 
-def run_filter(p: ConvProblem, x, dy, dw, xp, forward: Callable) -> None:
-    """dw (HWIO, contiguous) from x and dy as one forward convolution (above); forward(problem, input,
-    filters, out) writes it into the contiguous array `out`. Holds x and dy once more, transposed."""
+def run_filter(p: ConvProblem, x, dy, dw, backend) -> None:
+    """dw (HWIO, contiguous, in backend.xp) from x and dy as one forward convolution (above) on `backend`.
+    Holds x and dy once more, transposed."""
+    xp = backend.xp
     q, (rows, cols) = filter_problem(p)
     xn, dyn = (x, dy) if p.layout == "NHWC" else (x.transpose(0, 2, 3, 1), dy.transpose(0, 2, 3, 1))
     xt = xp.ascontiguousarray(xn[:, :rows, :cols].transpose(3, 1, 2, 0))      # [C, rows, cols, N]
     dyt = xp.ascontiguousarray(dyn.transpose(1, 2, 0, 3))                    # [OH, OW, N, K]
     out = xp.empty(q.output_shape, dw.dtype)                                 # [C, KH, KW, K]
-    forward(q, xt, dyt, out)
+    _forward(backend, q, xt, dyt, out)
     dw[...] = out.transpose(1, 2, 0, 3)

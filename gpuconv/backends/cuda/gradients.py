@@ -51,14 +51,8 @@ class ForwardConvInput(CudaAlgorithm):
     def why_not(self, p: ConvProblem) -> Optional[str]:
         return None
 
-    def forward(self, q: ConvProblem) -> CudaAlgorithm:
-        """The forward algorithm that computes one phase's forward problem q."""
-        return self.backend.choose(q)
-
     def run(self, p: ConvProblem, w, dy, out) -> None:
-        def forward(q: ConvProblem, d, f, target) -> None:
-            self.backend.run_into(q, d, f, self.forward(q), target)
-        forward_conv_gradient.run(p, w, dy, out, self.backend.xp, forward)
+        forward_conv_gradient.run(p, w, dy, out, self.backend)
 
 
 class GatherInput(CudaAlgorithm):
@@ -100,14 +94,8 @@ class ForwardConvFilter(CudaAlgorithm):
                     f"{config.settings.cuda_workspace_bytes} bytes (gpuconv.set_workspace(cuda_bytes=...))")
         return None
 
-    def forward(self, q: ConvProblem) -> CudaAlgorithm:
-        """The forward algorithm that computes the forward problem q."""
-        return self.backend.choose(q)
-
     def run(self, p: ConvProblem, x, dy, out) -> None:
-        def forward(q: ConvProblem, a, f, target) -> None:
-            self.backend.run_into(q, a, f, self.forward(q), target)
-        forward_conv_gradient.run_filter(p, x, dy, out, self.backend.xp, forward)
+        forward_conv_gradient.run_filter(p, x, dy, out, self.backend)
 
 
 class SplitKFilter(CudaAlgorithm):

@@ -22,6 +22,7 @@ WINOGRAD_MIN_TILES = 256
 class NumpyBackend(Backend):
     name = "numpy"
     summary = "NumPy + BLAS on the CPU; any host"
+    xp = np                                  # the array module, as the CUDA backends name theirs
 
     def __init__(self):
         self._algos: dict[str, Algorithm] = {

@@ -20,7 +20,7 @@ from ...dtypes import accumulator
 from ...problem import ConvProblem
 from ..base import Algorithm
 from . import threads
-from .slabs import input_slab, nhwc_view, tap_view, taps
+from .slabs import input_slab, nhwc_view, row_tap_view, tap_view, taps
 from .workspace import block_budget
 
 # Workspace bytes of a block, below the workspace bound. Measured on the 2-core EPYC (512 KiB L2 per core),
@@ -61,16 +61,13 @@ class Depthwise(Algorithm):
                 self._multiply_adds(p, xv, wt, block, target, ct)
                 continue
             slab, slab_buf = input_slab(p, xv, block, ct, slab_buf)
-            sn, sh, sw, sc = slab.strides
-            if mult == 1 and p.SW == 1 and sw == p.C * sc == p.C * ct.itemsize:
+            rows = row_tap_view(p, slab, (nb, hb, wb))
+            if rows is not None:
                 # A row's (w, c) values are one contiguous run in the slab: einsum's inner loop runs over
                 # wb*C of them against filters tiled along the row, not over C (per-loop overhead: MobileNet's
                 # layer at batch 8 in one einsum, one thread, took 22.5 ms with C-long loops, 13.5 ms so)
                 if tiled is None or tiled.shape[2] < wb * p.C:
                     tiled = np.tile(wt[..., 0], (1, 1, wb))          # [KH, KW, wb*C]
-                rows = np.lib.stride_tricks.as_strided(
-                    slab, (nb, hb, p.KH, p.KW, wb * p.C), (sn, p.SH * sh, p.DH * sh, p.DW * sw, sc),
-                    writeable=False)
                 flat = target.strides[2] == p.C * target.itemsize and target.strides[3] == target.itemsize
                 if direct and flat:
                     np.einsum("nhijk,ijk->nhk", rows, tiled[..., :wb * p.C], out=target.reshape(nb, hb, -1))

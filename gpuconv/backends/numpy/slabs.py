@@ -48,6 +48,19 @@ def tap_view(p: ConvProblem, slab: np.ndarray, shape: tuple) -> np.ndarray:
         writeable=False)
 
 
+def row_tap_view(p: ConvProblem, slab: np.ndarray, shape: tuple):
+    """The read-only [nb, hb, KH, KW, wb*C] view of a block's input slab in which each output row's
+    (w, c) values are one contiguous run per tap: for depthwise layers without a channel multiplier at
+    column stride 1, so that einsum's inner loop runs over wb*C values instead of C. None where the
+    layer or the slab's layout does not allow it. shape: the block's (nb, hb, wb)."""
+    sn, sh, sw, sc = slab.strides
+    if p.KG != 1 or p.SW != 1 or not sw == p.C * sc == p.C * slab.itemsize:
+        return None
+    nb, hb, wb = shape
+    return np.lib.stride_tricks.as_strided(
+        slab, (nb, hb, p.KH, p.KW, wb * p.C), (sn, p.SH * sh, p.DH * sh, p.DW * sw, sc), writeable=False)
+
+
 def input_slab(p: ConvProblem, xv, block, ct, slab_buf):
     """The input pixels an output block reads, zero outside the image: [nb, hs, ws, C] in NHWC and dtype
     ct. A view of the input when the block reads no padding and no conversion is needed; else a copy
