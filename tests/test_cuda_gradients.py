@@ -95,21 +95,21 @@ def test_forward_conv_phases_partition_dx_and_auto_takes_them():
 
 
 def test_filter_gradient_as_one_forward_convolution(monkeypatch):
-    """forward-conv for dw: on every ungrouped curated case its forward problem outputs [C, KH, KW, K] from at
-    most the input's rows and columns, and auto takes it; grouped layers and a workspace too small for the
-    transposed copies are refused with the reason (auto then takes depthwise or splitk-gemm)."""
+    """forward-conv for dw: on every curated case its forward problem (G groups of N channels, CG images)
+    outputs [CG, KH, KW, K] from at most the input's rows and columns, and auto takes it but for
+    depthwise layers; a workspace too small for the transposed copies is refused with the reason (auto
+    then takes splitk-gemm)."""
     from gpuconv.backends import forward_conv_gradient as fcg
     be = get_backend("emulator")
     algo = be.gradient_algorithms("filter")["forward-conv"]
     for case in CURATED:
         p = parse_problem(case.x_shape, np.float32, case.w_shape, np.float32, **case.kwargs())[0]
-        chosen = be.choose_gradient("filter", p).name
-        if p.G > 1:
-            assert "groups" in algo.why_not(p) and chosen == ("depthwise" if p.CG == 1 else "splitk-gemm")
-            continue
         q, (rows, cols) = fcg.filter_problem(p)
-        assert q.output_shape == (p.C, p.KH, p.KW, p.K) and rows <= p.H and cols <= p.W, case.id
-        assert chosen == "forward-conv" and be.choose(q).why_not(q) is None
+        assert q.output_shape == (p.CG, p.KH, p.KW, p.K) and (q.G, q.CG) == (p.G, p.N), case.id
+        assert rows <= p.H and cols <= p.W, case.id
+        assert algo.why_not(p) is None and be.choose(q).why_not(q) is None, case.id
+        chosen = be.choose_gradient("filter", p).name
+        assert chosen == ("depthwise" if p.CG == 1 else "forward-conv"), case.id
     p = parse_problem((2, 32, 32, 4), np.float32, (3, 3, 4, 4), np.float32, 1, "SAME")[0]
     monkeypatch.setattr(gpuconv.config.settings, "cuda_workspace_bytes", 40000)   # the copies: 65536 bytes
     assert "exceed the workspace bound of 40000 bytes" in algo.why_not(p)

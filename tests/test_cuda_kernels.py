@@ -395,7 +395,11 @@ def test_auto_rule_documented_and_followed():
     assert be.choose(problem((1, 8, 8, 16), (3, 3, 1, 16))).name == "depthwise"    # one channel per group
     assert be.choose(problem((1, 8, 8, 16), (3, 3, 2, 16))).name == "direct"       # small groups
     assert be.choose(problem((1, 8, 8, 64), (3, 3, 64, 64))).name == "implicit_gemm"  # deep layer
-    assert "implicit_gemm" in be.auto_rule() and "direct" in be.auto_rule()
+    # few outputs over a long reduction (the filter gradient's forward problem): split-K, not direct
+    p = problem((4, 14, 14, 32), (14, 14, 2, 16), padding="VALID")
+    assert p.R == 392 and be.choose(p).name == "implicit_gemm"
+    assert be.choose(problem((4, 14, 14, 32), (1, 14, 2, 16), padding="VALID")).name == "direct"  # R = 28
+    assert "implicit_gemm" in be.auto_rule() and "direct" in be.auto_rule() and "split-K" in be.auto_rule()
 
 
 @needs_emulator

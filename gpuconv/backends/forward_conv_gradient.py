@@ -151,18 +151,20 @@ def run(p: ConvProblem, w, dy, dx, backend) -> None:
 
 
 # The filter gradient as one forward convolution. dw[kh, kw, c, k] = sum over (n, oh, ow) of
-# x[n, oh*SH + kh*DH - PT, ow*SW + kw*DW - PL, c] * dy[n, oh, ow, k]: the convolution of the input with
-# batch and channels swapped (C images of N channels: x'[c, h, w, n]) with dy as the filters (OH x OW taps,
-# N in, K out: dy'[oh, ow, n, k]), at stride (DH, DW) and dilation (SH, SW), its output [C, KH, KW, K]. The
-# padding below (right) is cut to what the last tap row (column) reads, so that the output is exactly
-# KH x KW; a cut below zero drops input rows (columns) that no output pixel reads.
+# x[n, oh*SH + kh*DH - PT, ow*SW + kw*DW - PL, c] * dy[n, oh, ow, k], for c and k of one group g: the
+# convolution of the input with batch and channels swapped (CG images of G*N channels,
+# x'[cg, h, w, g*N + n] = x[n, h, w, g*CG + cg]) with dy as the filters (OH x OW taps, N in and KG out per
+# group: dy'[oh, ow, n, k]), in G groups, at stride (DH, DW) and dilation (SH, SW); its output
+# [CG, KH, KW, K] is dw with one axis moved. The padding below (right) is cut to what the last tap row
+# (column) reads, so that the output is exactly KH x KW; a cut below zero drops input rows (columns) that
+# no output pixel reads.
 
 def filter_problem(p: ConvProblem) -> tuple[ConvProblem, tuple[int, int]]:
-    """The filter gradient's forward problem (G = 1 only) and the input rows and columns it reads."""
+    """The filter gradient's forward problem and the input rows and columns it reads."""
     pb = (p.KH - 1) * p.DH + (p.OH - 1) * p.SH + 1 - p.H - p.PT
     pr = (p.KW - 1) * p.DW + (p.OW - 1) * p.SW + 1 - p.W - p.PL
     rows, cols = p.H + min(pb, 0), p.W + min(pr, 0)
-    q = parse_problem((p.C, rows, cols, p.N), p.dtype, (p.OH, p.OW, p.N, p.K), p.dtype, (p.DH, p.DW),
+    q = parse_problem((p.CG, rows, cols, p.G * p.N), p.dtype, (p.OH, p.OW, p.N, p.K), p.dtype, (p.DH, p.DW),
                       [[0, 0], [p.PT, max(pb, 0)], [p.PL, max(pr, 0)], [0, 0]], "NHWC", (p.SH, p.SW))[0]
     return q, (rows, cols)
 
@@ -173,8 +175,9 @@ def run_filter(p: ConvProblem, x, dy, dw, backend) -> None:
     xp = backend.xp
     q, (rows, cols) = filter_problem(p)
     xn, dyn = (x, dy) if p.layout == "NHWC" else (x.transpose(0, 2, 3, 1), dy.transpose(0, 2, 3, 1))
-    xt = xp.ascontiguousarray(xn[:, :rows, :cols].transpose(3, 1, 2, 0))      # [C, rows, cols, N]
-    dyt = xp.ascontiguousarray(dyn.transpose(1, 2, 0, 3))                    # [OH, OW, N, K]
-    out = xp.empty(q.output_shape, dw.dtype)                                 # [C, KH, KW, K]
+    x5 = xn[:, :rows, :cols].reshape(p.N, rows, cols, p.G, p.CG)
+    xt = xp.ascontiguousarray(x5.transpose(4, 1, 2, 3, 0)).reshape(q.input_shape)   # [CG, rows, cols, G*N]
+    dyt = xp.ascontiguousarray(dyn.transpose(1, 2, 0, 3))                           # [OH, OW, N, K]
+    out = xp.empty(q.output_shape, dw.dtype)                                        # [CG, KH, KW, K]
     _forward(backend, q, xt, dyt, out)
     dw[...] = out.transpose(1, 2, 0, 3)

@@ -10,10 +10,11 @@ input gradient:  "forward-conv": the forward convolutions of dy with the flipped
                  that reach it; no workspace, no atomics, but no operand reuse in shared memory.
 filter gradient: "depthwise" (kernels/grad_filter_depthwise.cu) for one input channel per group: one
                  thread per (pixel slice, tap, channel) sum, the slices added by split_k_reduce.cu.
-                 "forward-conv" (G = 1): one forward convolution of the input with batch and channels
-                 swapped, dy as its filters, stride and dilation swapped (forward_conv_gradient.py), on
-                 the forward pass's kernels (implicit GEMM with its deterministic split-K, tensor cores);
-                 x and dy are copied once, transposed, within the workspace bound.
+                 "forward-conv": one forward convolution of the input with batch and channels swapped
+                 (CG images of G*N channels in G groups), dy as its filters, stride and dilation
+                 swapped (forward_conv_gradient.py), on the forward pass's kernels (implicit GEMM with
+                 its deterministic split-K, tensor cores); x and dy are copied once, transposed, within
+                 the workspace bound.
                  "splitk-gemm": dW = im2col(x)^T @ dy per group, a GEMM whose reduction runs over all
                  N*OH*OW output pixels. It is split into slices of pixels: im2col.cu unfolds a chunk of
                  slices into the workspace, gemm_splitk.cu (gemm.cu's body) writes one float partial dW
@@ -38,7 +39,7 @@ from .params import GEMM_PROBLEM_DTYPE, conv_problem_struct, make_struct
 
 INPUT_AUTO_RULE = ("forward-conv, except gather for a strided depthwise layer (one channel per group, no "
                    "multiplier), where the phases move about as many bytes in 3 launches per phase")
-FILTER_AUTO_RULE = ("depthwise for one input channel per group (CG=1); forward-conv for G = 1 where the "
+FILTER_AUTO_RULE = ("depthwise for one input channel per group (CG=1); forward-conv where the "
                     "transposed copies fit the workspace bound; else splitk-gemm")
 
 
@@ -83,11 +84,9 @@ class ForwardConvFilter(CudaAlgorithm):
     name = "forward-conv"
     summary = ("dw as one forward convolution: the input with batch and channels swapped convolved with dy as "
                "the filters, stride and dilation swapped, on the forward pass's kernels as its auto rule picks "
-               "them (implicit GEMM with split-K, tensor cores); G = 1")
+               "them (implicit GEMM with split-K, tensor cores); groups stay groups (CG images of G*N channels)")
 
     def why_not(self, p: ConvProblem) -> Optional[str]:
-        if p.G > 1:
-            return f"{p.G} groups: the input's channels would be the convolution's batch, one launch per group"
         copies = (p.N * p.H * p.W * p.C + p.M * p.K) * np.dtype(p.dtype).itemsize
         if copies > config.settings.cuda_workspace_bytes:
             return (f"the transposed copies of the input and dy ({copies} bytes) exceed the workspace bound of "
