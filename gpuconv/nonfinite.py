@@ -22,15 +22,17 @@ from .dtypes import accumulator
 from .problem import ConvProblem
 
 
-def split_filters(w: np.ndarray):
-    """(filters with non-finite values zeroed, array of those values' [kh, kw, c, k] indices).
-
-    All-finite filters (the common case) are checked without a temporary of their size: a float64 sum
+def all_finite(a: np.ndarray) -> bool:
+    """Whether a holds no NaN or Inf, without a temporary of its size in the common case: a float64 sum
     is finite exactly when no value is NaN/Inf (an overflowing sum of huge finite values only sends us
     to the exact check)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        all_finite = bool(np.isfinite(np.sum(w, dtype=np.float64))) or bool(np.isfinite(w).all())
-    if all_finite:
+        return bool(np.isfinite(np.sum(a, dtype=np.float64))) or bool(np.isfinite(a).all())
+
+
+def split_filters(w: np.ndarray):
+    """(filters with non-finite values zeroed, array of those values' [kh, kw, c, k] indices)."""
+    if all_finite(w):
         return w, np.empty((0, 4), np.intp)
     finite = np.isfinite(w)
     return np.where(finite, w, np.zeros((), w.dtype)), np.argwhere(~finite)

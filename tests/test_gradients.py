@@ -318,3 +318,54 @@ def test_input_gradient_of_non_finite_filters_adds_only_real_products(xs, ws, st
             np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5, err_msg=f"{backend}:{name}")
             ran.append(f"{backend}:{name}")
     assert {"numpy:gemm", "numpy:col2im"} <= set(ran)
+
+
+def _filter_gradient_by_definition(x, dy, p) -> np.ndarray:
+    """dw in float64 (HWIO) by the definition: for each tap, the products of dy with the input pixels the tap
+    reads inside the image; a tap on the padding adds nothing (no 0 * dy term)."""
+    dw = np.zeros((p.KH, p.KW, p.CG, p.G, p.KG))
+    x5 = x.astype(np.float64).reshape(p.N, p.H, p.W, p.G, p.CG)
+    for oh in range(p.OH):
+        for ow in range(p.OW):
+            g = dy[:, oh, ow].astype(np.float64).reshape(p.N, p.G, p.KG)
+            for kh in range(p.KH):
+                for kw in range(p.KW):
+                    ih, iw = oh * p.SH + kh * p.DH - p.PT, ow * p.SW + kw * p.DW - p.PL
+                    if 0 <= ih < p.H and 0 <= iw < p.W:
+                        dw[kh, kw] += np.einsum("ngc,ngk->cgk", x5[:, ih, iw], g)
+    return dw.reshape(p.KH, p.KW, p.CG, p.K)
+
+
+@pytest.mark.parametrize("xs,ws,strides,padding", [((2, 6, 7, 2), (3, 3, 2, 3), 1, "SAME"),
+                                                   ((2, 7, 6, 2), (3, 3, 2, 3), 2, "SAME"),
+                                                   ((2, 30, 29, 2), (3, 3, 2, 3), 1, "SAME"),  # auto: im2col
+                                                   ((1, 6, 6, 4), (3, 3, 1, 4), 1, "SAME"),
+                                                   ((2, 8, 8, 4), (3, 3, 2, 4), 1, [[0, 0], [2, 1], [0, 3], [0, 0]])])
+def test_filter_gradient_of_non_finite_dy_adds_only_real_products(xs, ws, strides, padding):
+    """inf and NaN in dy: every filter-gradient algorithm of every usable backend but CUDA's splitk-gemm
+    (which multiplies its im2col's padding zeros, as TF with oneDNN and PyTorch do) gives NaN/inf exactly
+    where the definition does (a tap on the padding adds nothing) and its values elsewhere. NumPy's im2col
+    and depthwise algorithms once multiplied their zero-padded copies by them (0 * inf = NaN)."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal(xs).astype(np.float32)
+    p = gpuconv.parse_problem(xs, x.dtype, ws, x.dtype, strides, padding)[0]
+    dy = rng.standard_normal(p.output_shape).astype(np.float32)
+    dy[0, 0, 0, 1], dy[-1, -1, 2, 0], dy[0, 2, -1, -1] = np.inf, np.nan, -np.inf
+    want = _filter_gradient_by_definition(x, dy, p)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    usable = [b for b, why in gpuconv.backends.available_backends().items() if why is None and b != "cupy"]
+    ran = []
+    for backend in usable:
+        for name, algo in gpuconv.gradients.gradient_algorithms(backend, "filter").items():
+            if algo.why_not(p) is not None or (backend, name) == ("emulator", "splitk-gemm"):
+                continue
+            got = conv2d_backprop_filter(x, ws, dy, strides, padding, backend=backend, algorithm=name)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{backend}:{name}")
+            np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want), err_msg=f"{backend}:{name}")
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5 * np.abs(want[finite]).max(),
+                                       err_msg=f"{backend}:{name}")   # float32 sums of up to 1740 terms
+            ran.append(f"{backend}:{name}")
+    assert {"numpy:gemm", "numpy:im2col"} <= set(ran)
+    if p.CG == 1:
+        assert "numpy:depthwise" in ran

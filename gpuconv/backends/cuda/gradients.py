@@ -20,7 +20,9 @@ filter gradient: "depthwise" (kernels/grad_filter_depthwise.cu) for one input ch
                  slices into the workspace, gemm_splitk.cu (gemm.cu's body) writes one float partial dW
                  per slice, and split_k_reduce.cu adds the partials in slice order and rounds once. The
                  slice count depends only on the problem and the workspace bound, so every run (and
-                 every GPU) adds the same numbers in the same order: bit-identical results.
+                 every GPU) adds the same numbers in the same order: bit-identical results. Unlike
+                 the others it multiplies its im2col's padding zeros by dy (a NaN/Inf there gives NaN,
+                 as TF with oneDNN and PyTorch do, not the definition's value).
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ import numpy as np
 from ... import config
 from ...chunks import output_blocks
 from ...dtypes import accumulator
+from ...nonfinite import all_finite
 from ...problem import ConvProblem
 from .. import forward_conv_gradient
 from ..base import Algorithm, pick_first
@@ -300,6 +301,15 @@ STRIDED_SLOWER = ("strided or cropped: its phases' small forward convolutions (i
                   "than the per-tap GEMMs")
 
 
+def _padding_meets_nonfinite(p: ConvProblem, dy: np.ndarray) -> bool:
+    """Whether zero-padded copies of the input (im2col's columns, the depthwise slab) would meet a NaN or
+    Inf in dy: 0 * Inf = NaN, a term the definition does not have (a tap on the padding adds nothing, as
+    in conv2d; the per-tap GEMMs and every CUDA algorithm but splitk-gemm skip it). Frameworks disagree
+    there: TensorFlow with oneDNN and PyTorch multiply the zeros, TensorFlow's Eigen kernels spread NaN
+    further. Those inputs take the per-tap GEMMs; one pass over dy decides, only for a padded problem."""
+    return max(p.PT, p.PB, p.PL, p.PR) > 0 and not all_finite(dy)
+
+
 class Im2colFilterGradient(Algorithm):
     name = "im2col"
     summary = ("per block of output pixels the forward pass's im2col copy of the input, then one GEMM "
@@ -317,6 +327,8 @@ class Im2colFilterGradient(Algorithm):
         return None
 
     def run(self, p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        if _padding_meets_nonfinite(p, dy):
+            return PerTapGradient("filter").run(p, x, dy)
         ct = accumulator(p.dtype)
 
         def part(q: ConvProblem, n0: int, n1: int) -> np.ndarray:
@@ -360,6 +372,8 @@ class DepthwiseFilterGradient(Algorithm):
         return None if p.CG == 1 else f"needs one input channel per group (CG=1), got CG={p.CG}"
 
     def run(self, p: ConvProblem, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        if _padding_meets_nonfinite(p, dy):
+            return PerTapGradient("filter").run(p, x, dy)
         ct = accumulator(p.dtype)
 
         def part(q: ConvProblem, n0: int, n1: int) -> np.ndarray:
