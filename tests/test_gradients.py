@@ -369,3 +369,30 @@ def test_filter_gradient_of_non_finite_dy_adds_only_real_products(xs, ws, stride
     assert {"numpy:gemm", "numpy:im2col"} <= set(ran)
     if p.CG == 1:
         assert "numpy:depthwise" in ran
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(0, 4),
+       st.integers(0, 4), st.sampled_from(["NHWC", "NCHW"]))
+def test_the_non_finite_dy_check_looks_at_every_pixel_whose_taps_read_padding(h, k, s, d, pt, pb, layout):
+    """An Inf at each dy pixel in turn: the NumPy check sends the problem to the per-tap GEMMs exactly when
+    some tap of that pixel reads padding (brute force over the taps), rows and columns alike."""
+    from gpuconv.backends.numpy.gradients import _padding_meets_nonfinite
+    pads = [[0, 0], [pt, pb], [pb, pt], [0, 0]]
+    xs = (1, h, h + 1, 2)
+    try:
+        p = gpuconv.parse_problem(xs, np.float32, (k, k, 2, 1), np.float32, s,
+                                  pads if layout == "NHWC" else [pads[0], pads[3], pads[1], pads[2]],
+                                  layout, d)[0]
+    except ValueError:
+        return
+    if p.OH <= 0 or p.OW <= 0:
+        return
+    for oh in range(p.OH):
+        for ow in range(p.OW):
+            dy = np.zeros(p.output_shape, np.float32)
+            dy[(0, oh, ow, 0) if layout == "NHWC" else (0, 0, oh, ow)] = np.inf
+            reads_padding = any(not (0 <= oh * p.SH + kh * p.DH - p.PT < p.H
+                                     and 0 <= ow * p.SW + kw * p.DW - p.PL < p.W)
+                                for kh in range(p.KH) for kw in range(p.KW))
+            assert _padding_meets_nonfinite(p, dy) == reads_padding, (oh, ow, p.describe())

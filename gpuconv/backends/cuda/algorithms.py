@@ -23,16 +23,16 @@ from .sources import default_macros, load_source, source_hash
 MAX_SHARED_BYTES = 48 * 1024
 
 AUTO_RULE = ("tensor_core first for float16 and bfloat16, and for float32 with precision='tf32', where the "
-             "device has them and channels per group are multiples of 8; then depthwise for one input "
-             "channel per group; direct when a group is small (reduction "
-             "R = KH*KW*CG < 64, or fewer than 16 output channels per group: first layers, small groups), "
-             "the filter is not 1x1, and it is not a long reduction (R >= 256) over less than a wave "
-             "(132 blocks) of direct's tiles, which only implicit_gemm's split-K spreads over the GPU; implicit_gemm otherwise: it reads the input in place as gemm1x1 "
-             "does (im2col-gemm writes and reads KH*KW times the input through a workspace) and loads "
-             "each staged element for 8 FMAs in 128x128 tiles (4 in gemm.cu's 64x64), its tiles and "
-             "split-K chosen by the problem's shape (ImplicitGemm.rule); gemm1x1 and im2col-gemm remain "
-             "for what it refuses (more than 2^31 output pixels: im2col-gemm works in row blocks); each "
-             "falls through to the next that can run the problem")
+             "device has them and channels per group are multiples of 8; then depthwise for one input channel "
+             "per group; direct when a group is small (reduction R = KH*KW*CG < 64, or fewer than 16 output "
+             "channels per group: first layers, small groups), the filter is not 1x1, and it is not a long "
+             "reduction (R >= 256) over less than a wave (132 blocks) of direct's tiles, which only "
+             "implicit_gemm's split-K spreads over the GPU; implicit_gemm otherwise: it reads the input in place "
+             "as gemm1x1 does (im2col-gemm writes and reads KH*KW times the input through a workspace) and "
+             "loads each staged element for 8 FMAs in 128x128 tiles (4 in gemm.cu's 64x64), its tiles and "
+             "split-K chosen by the problem's shape (ImplicitGemm.rule); gemm1x1 and im2col-gemm remain for what "
+             "it refuses (more than 2^31 output pixels: im2col-gemm works in row blocks); each falls through to "
+             "the next that can run the problem")
 
 
 def direct_blocks(p: ConvProblem) -> int:
@@ -47,7 +47,8 @@ def auto_order(p: ConvProblem) -> list[str]:
     # direct cannot split a reduction: with less than a wave of blocks and a reduction long enough for
     # two split-K slices, implicit_gemm keeps more of the GPU busy (the filter gradient's forward problem:
     # few outputs, OH*OW taps)
-    long_few = p.R >= 2 * IGEMM_MIN_SPLIT_TILES * 16 and direct_blocks(p) < IGEMM_FILL_BLOCKS
+    long_few = (p.R >= 2 * IGEMM_MIN_SPLIT_TILES * IGEMM_TILES["128x32"]["BK"]
+                and direct_blocks(p) < IGEMM_FILL_BLOCKS)
     small = (p.R < 64 or p.KG < 16) and not p.is_pointwise and not long_few
     order = ["direct", *gemms] if small else [*gemms, "direct"]
     tensor = np.dtype(p.dtype).itemsize == 2 or (p.dtype == np.float32 and p.precision == "tf32")
